@@ -1,0 +1,163 @@
+"""The `crds-s3-sync` command: options, output and exit status.
+
+Exit status: 0 every planned file is valid in the cache; 1 some files failed;
+2 usage, configuration or source errors (nothing was written).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+from rich.filesize import decimal
+
+from . import __version__
+from .errors import SyncError
+from .progress import make_progress
+from .settings import Env, Layout, resolve_settings
+from .sync import SyncOptions, SyncResult, sync
+from .walker import Selection
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational context)"
+SOURCE = "Source"
+CACHE = "Cache"
+RUN = "Run"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def run(
+    all_: Annotated[bool, typer.Option("--all", help="Every context in the bucket.",
+                                       rich_help_panel=SELECTION)] = False,
+    last: Annotated[int | None, typer.Option(min=1, metavar="N", help="The newest N contexts.",
+                                             rich_help_panel=SELECTION)] = None,
+    context: Annotated[list[str] | None, typer.Option(
+        metavar="NAME", help="A .pmap, or an .imap/.rmap for part of one; repeatable.",
+        rich_help_panel=SELECTION)] = None,
+    observatory: Annotated[str | None, typer.Option(
+        help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman).",
+        rich_help_panel=SOURCE)] = None,
+    env: Annotated[Env | None, typer.Option(
+        "--env", help="With --observatory: the preset bucket and prefix.",
+        rich_help_panel=SOURCE)] = None,
+    bucket: Annotated[str | None, typer.Option(help="(env CRDS_S3_BUCKET)",
+                                               rich_help_panel=SOURCE)] = None,
+    prefix: Annotated[str | None, typer.Option(help="(env CRDS_S3_PREFIX)",
+                                               rich_help_panel=SOURCE)] = None,
+    endpoint_url: Annotated[str | None, typer.Option(
+        help="Another S3 endpoint (env AWS_ENDPOINT_URL).", rich_help_panel=SOURCE)] = None,
+    no_sign_request: Annotated[bool, typer.Option(
+        "--no-sign-request", help="Anonymous requests (automatic for public buckets and when no credentials exist).",
+        rich_help_panel=SOURCE)] = False,
+    cache: Annotated[Path | None, typer.Option(
+        help="The CRDS cache (env CRDS_PATH; default /tmp/crds_cache).",
+        rich_help_panel=CACHE)] = None,
+    layout: Annotated[Layout | None, typer.Option(
+        help="Reference subdirectories (env CRDS_REF_SUBDIR_MODE; default flat).",
+        rich_help_panel=CACHE)] = None,
+    mappings_only: Annotated[bool, typer.Option("--mappings-only", help="Rules files only, no references.",
+                                                rich_help_panel=CACHE)] = False,
+    jobs: Annotated[int, typer.Option(min=1, max=1024, help="Transfers in flight.",
+                                      rich_help_panel=RUN)] = 32,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; write nothing.",
+                                          rich_help_panel=RUN)] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-hash files already in the cache instead of trusting their size.",
+        rich_help_panel=RUN)] = False,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON document on stdout at the end.",
+                                        rich_help_panel=RUN)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.",
+                                        rich_help_panel=RUN)] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Fill a CRDS cache from S3: plan the files the chosen contexts need, then fetch and
+    verify them concurrently."""
+    chosen = sum([all_, last is not None, bool(context)])
+    if chosen > 1:
+        raise typer.BadParameter("give at most one of --all, --last and --context")
+    names = tuple(context or ())
+    if not chosen and os.environ.get("CRDS_CONTEXT"):
+        names = (os.environ["CRDS_CONTEXT"],)
+    console = Console(stderr=True, quiet=quiet)
+    try:
+        settings = resolve_settings(
+            observatory=observatory, env=env, bucket=bucket, prefix=prefix,
+            endpoint_url=endpoint_url, no_sign_request=no_sign_request, cache=cache,
+            layout=layout,
+        )
+        options = SyncOptions(
+            Selection(all=all_, last=last, names=names), jobs=jobs, dry_run=dry_run,
+            verify=verify, mappings_only=mappings_only,
+        )
+        if settings.cache_is_default and not dry_run:
+            console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
+        progress = make_progress(console, quiet)
+        result = anyio.run(sync, settings, options, progress)
+    except SyncError as exc:
+        Console(stderr=True).print(f"crds-s3-sync: error: {exc}", highlight=False,
+                                   markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        Console(stderr=True).print("crds-s3-sync: interrupted", highlight=False)
+        raise typer.Exit(130) from None
+    _summarize(console, result, settings.cache, dry_run)
+    if json_:
+        print(json.dumps(_as_json(result, dry_run), indent=1))
+    raise typer.Exit(1 if result.report.failed else 0)
+
+
+def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool) -> None:
+    total = sum(spec.size or 0 for spec in result.plan)
+    contexts = ", ".join(result.contexts)
+    if dry_run:
+        kinds: dict[str, int] = {}
+        for spec in result.plan:
+            kinds[spec.kind.value] = kinds.get(spec.kind.value, 0) + 1
+        counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        console.print(f"Plan for {contexts}: {len(result.plan)} files ({counts}), "
+                      f"{decimal(total)}; nothing written (dry run)", highlight=False)
+        return
+    report = result.report
+    rate = decimal(int(total / result.seconds)) if result.seconds else "-"
+    console.print(
+        f"Synced {contexts} into {cache}: {report.downloaded} downloaded, {report.skipped} "
+        f"already valid, {len(report.failed)} failed, {report.retries} retries; "
+        f"{decimal(total)} in {result.seconds:.1f} s ({rate}/s)",
+        highlight=False,
+    )
+    if report.unverified:
+        console.print(f"{len(report.unverified)} files had no SHA-1 in server_config and were "
+                      f"checked by size only: {', '.join(report.unverified[:5])}", highlight=False)
+    for failure in report.failed:
+        console.print(f"[red]failed[/] {failure['name']}: {failure['error']}", highlight=False)
+
+
+def _as_json(result: SyncResult, dry_run: bool) -> dict[str, object]:
+    document: dict[str, object] = {
+        "contexts": result.contexts,
+        "files": len(result.plan),
+        "bytes": sum(spec.size or 0 for spec in result.plan),
+        "downloaded": result.report.downloaded,
+        "skipped": result.report.skipped,
+        "failed": result.report.failed,
+        "unverified": result.report.unverified,
+        "retries": result.report.retries,
+        "seconds": round(result.seconds, 3),
+    }
+    if dry_run:
+        document["plan"] = [spec.as_json() for spec in result.plan]
+    return document
+
+
+def main() -> None:
+    app()

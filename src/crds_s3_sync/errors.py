@@ -1,0 +1,22 @@
+"""Errors that stop a sync before anything is written.
+
+Every one of them carries a single line naming what went wrong and where, so the
+CLI can print it as is and exit with status 2. Failures of individual transfers
+are not exceptions of this kind: they are collected and reported per file.
+"""
+
+
+class SyncError(Exception):
+    """A usage, configuration or source problem: the run cannot start or go on."""
+
+
+class UnsafeNameError(SyncError):
+    """A file name from the bucket that could escape the cache or confuse a terminal."""
+
+
+class FormatError(SyncError):
+    """A server_config or mapping that is not what CRDS would write."""
+
+
+class SourceError(SyncError):
+    """The bucket, prefix or object cannot be reached, or access is denied."""

@@ -1,0 +1,83 @@
+"""Where each file lives in a CRDS cache, and the config files crds reads there.
+
+The official client finds files with `crds.core.config.locate_file`; this module
+mirrors its rules for the two layouts crds_s3_set offers: `flat`
+(references/<obs>/<file>) and `instrument` (references/<obs>/<instrument>/<file>).
+"""
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from .errors import SyncError
+from .settings import Layout
+
+MODE_FILE = "ref_cache_subdir_mode"  # crds.core.config.CRDS_SUBDIR_TAG_FILE
+
+
+class Kind(StrEnum):
+    mapping = "mapping"
+    reference = "reference"
+    pickle = "pickle"
+    config = "config"
+
+
+_KIND_DIRS = {
+    Kind.mapping: "mappings",
+    Kind.reference: "references",
+    Kind.pickle: "pickles",
+    Kind.config: "config",
+}
+
+
+def relative_path(
+    kind: Kind, name: str, observatory: str, layout: Layout, instrument: str | None = None
+) -> PurePosixPath:
+    base = PurePosixPath(_KIND_DIRS[kind], observatory)
+    if kind is Kind.reference and layout is Layout.instrument:
+        if not instrument:
+            raise SyncError(f"{name}: no instrument known, cannot place it in an instrument cache")
+        base /= instrument.lower()
+    return base / name
+
+
+def check_cache_layout(cache: Path, observatory: str, layout: Layout) -> None:
+    """Refuse to mix layouts: crds reads one mode per observatory from the cache."""
+    mode_file = cache / "config" / observatory / MODE_FILE
+    try:
+        existing = mode_file.read_text().strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SyncError(f"{mode_file}: cannot read ({exc.strerror})") from None
+    if existing and existing != layout.value:
+        raise SyncError(
+            f"{mode_file}: this cache is laid out {existing!r}; "
+            f"use --layout {existing} or another --cache"
+        )
+
+
+def write_cache_config(cache: Path, observatory: str, layout: Layout, bad_files: list[str]) -> None:
+    """Write bad_files.txt and ref_cache_subdir_mode as crds's cache_server_info does."""
+    config_dir = cache / "config" / observatory
+    atomic_write(config_dir / "bad_files.txt", "\n".join(bad_files).encode())
+    atomic_write(config_dir / MODE_FILE, layout.value.encode())
+
+
+def temporary_path(final: Path) -> Path:
+    """A hidden name beside `final`: same file system, so the rename is atomic.
+
+    Names from the bucket never start with '.', so this cannot collide with one.
+    """
+    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_path(path)
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,65 @@
+"""The plan: every file a sync needs, as data.
+
+Everything after the walk (dry run, skip-if-present, download, summary) works on
+this list, so later features (cache keys, sharding, purge) only need the list.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .layout import Kind, relative_path
+from .server_config import FileMeta, ServerConfig
+from .settings import Location, Settings
+from .walker import Walk
+
+SERVER_CONFIG = "server_config"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    kind: Kind
+    size: int | None  # None: not in download_metadata, so the object's size is used
+    sha1: str | None  # None: cannot be verified
+    instrument: str | None
+    source: Location
+    path: PurePosixPath  # relative to the cache root
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "size": self.size,
+            "sha1": self.sha1,
+            "path": str(self.path),
+        }
+
+
+def build_plan(
+    walk: Walk,
+    server_config: ServerConfig,
+    server_config_bytes: bytes,
+    settings: Settings,
+    mappings_only: bool = False,
+) -> list[FileSpec]:
+    """Mappings first (they are small and make the cache usable early), then references."""
+    obs, layout = settings.observatory, settings.layout
+
+    def spec(kind: Kind, name: str, source: Location, instrument: str | None = None,
+             meta: FileMeta | None = None) -> FileSpec:
+        meta = meta or server_config.metadata.get(name)
+        return FileSpec(
+            name, kind, meta.size if meta else None, meta.sha1 if meta else None,
+            instrument, source, relative_path(kind, name, obs, layout, instrument),
+        )
+
+    config_meta = FileMeta(len(server_config_bytes), hashlib.sha1(server_config_bytes).hexdigest())
+    plan = [spec(Kind.config, SERVER_CONFIG, settings.config, meta=config_meta)]
+    plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]
+    if not mappings_only:
+        plan += [
+            spec(Kind.reference, name, settings.references, walk.references[name])
+            for name in sorted(walk.references)
+        ]
+    return plan

@@ -1,0 +1,167 @@
+"""S3 access: one aioboto3 client shared by every stage of a sync.
+
+The client's connection pool is sized to the transfers in flight, and
+botocore's "standard" retry mode already retries throttling (503 SlowDown),
+5xx answers and connection errors on each request with exponential backoff and
+jitter. What botocore cannot retry (a body cut off mid-stream) the transfer
+stage retries itself; see `is_transient`.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aioboto3
+from aiobotocore.response import StreamingBody
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from .errors import SourceError
+from .settings import PUBLIC_BUCKETS, Location, Settings
+
+
+class NotFound(SourceError):
+    """The object does not exist (a context or file missing from the bucket)."""
+
+
+class Transient(SourceError):
+    """A failure that may not happen again: throttling, a server error, a lost connection."""
+
+
+_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
+
+
+@dataclass(frozen=True)
+class ObjectStream:
+    body: StreamingBody
+    size: int
+
+
+class S3Source:
+    """Reads objects and listings; use as `async with S3Source(settings, jobs) as source`."""
+
+    def __init__(self, settings: Settings, connections: int) -> None:
+        self.settings = settings
+        self.connections = connections
+        self.unsigned = bool(settings.unsigned)
+        self.credentials_found = True
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> "S3Source":
+        session = aioboto3.Session()
+        if self.settings.unsigned is None:
+            if self.settings.config.bucket in PUBLIC_BUCKETS:
+                self.unsigned = True  # no need to look for credentials at all
+            else:
+                self.credentials_found = await session.get_credentials() is not None
+                self.unsigned = not self.credentials_found
+        config = Config(
+            signature_version=UNSIGNED if self.unsigned else None,
+            max_pool_connections=self.connections,
+            retries={"mode": "standard", "max_attempts": 6},
+            connect_timeout=10,
+            read_timeout=60,
+            s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
+        )
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                "s3",
+                endpoint_url=self.settings.endpoint_url,
+                region_name=session.region_name or "us-east-1",
+                config=config,
+            )
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def get_bytes(self, location: Location, name: str) -> bytes:
+        """A whole small object (server_config, a mapping)."""
+        async with self.open(location, name) as stream:
+            return await stream.body.read()
+
+    @asynccontextmanager
+    async def open(
+        self, location: Location, name: str, byte_range: tuple[int, int] | None = None
+    ) -> AsyncIterator[ObjectStream]:
+        """Stream one object, or the inclusive `byte_range` of it."""
+        key = location.key(name)
+        extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        try:
+            response = await self._client.get_object(Bucket=location.bucket, Key=key, **extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.explain(exc, location.bucket, key) from None
+        body = response["Body"]
+        async with body:
+            yield ObjectStream(body, int(response["ContentLength"]))
+
+    async def size(self, location: Location, name: str) -> int:
+        key = location.key(name)
+        try:
+            response = await self._client.head_object(Bucket=location.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.explain(exc, location.bucket, key) from None
+        return int(response["ContentLength"])
+
+    async def list_names(self, location: Location) -> list[str]:
+        """Names of the objects directly under `location` (not in deeper "folders")."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        prefix = location.key("")
+        names = []
+        try:
+            async for page in paginator.paginate(
+                Bucket=location.bucket, Prefix=prefix, Delimiter="/"
+            ):
+                names += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise self.explain(exc, location.bucket, prefix) from None
+        return names
+
+    def explain(self, exc: Exception, bucket: str, key: str) -> SourceError:
+        """Turn a botocore error into one line that says what failed and where."""
+        where = f"s3://{bucket}/{key}"
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return SourceError(f"{where}: no such bucket {bucket!r}")
+            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+                return NotFound(f"{where}: no such object")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "Forbidden") or status == 403:
+                hint = (
+                    " (no AWS credentials were found, so the request was unsigned;"
+                    " set AWS_PROFILE or credentials for a private bucket)"
+                    if self.unsigned and not self.credentials_found
+                    else ""
+                )
+                return SourceError(f"{where}: access denied{hint}")
+            kind = Transient if code in _THROTTLING or (status or 0) >= 500 else SourceError
+            return kind(f"{where}: {code or status}: {_one_line(exc)}")
+        if isinstance(exc, EndpointConnectionError):
+            return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
+        if isinstance(exc, ConnectionError | ReadTimeoutError):
+            return Transient(f"{where}: {type(exc).__name__}: {_one_line(exc)}")
+        return SourceError(f"{where}: {type(exc).__name__}: {_one_line(exc)}")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: throttling, a server error, a dropped or stalled stream."""
+    return isinstance(
+        exc,
+        Transient | ConnectionError | ReadTimeoutError | IncompleteReadError
+        | ResponseStreamingError | TimeoutError,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

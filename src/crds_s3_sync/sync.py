@@ -1,0 +1,123 @@
+"""One sync, stage by stage: server_config, selection, walk, plan, transfer, cache config.
+
+This is the only module that knows the order of the stages; each stage lives in
+its own module and can be tested alone.
+"""
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from .errors import FormatError, SyncError
+from .layout import Kind, check_cache_layout, relative_path, write_cache_config
+from .plan import SERVER_CONFIG, FileSpec, build_plan
+from .progress import Progress
+from .server_config import ServerConfig, parse_server_config
+from .settings import Settings
+from .source import NotFound, S3Source
+from .transfer import Report, Transfer
+from .walker import Selection, select_contexts, walk
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    selection: Selection = Selection()
+    jobs: int = 32
+    dry_run: bool = False
+    verify: bool = False
+    mappings_only: bool = False
+
+
+@dataclass
+class SyncResult:
+    contexts: list[str]
+    plan: list[FileSpec]
+    report: Report = field(default_factory=Report)
+    seconds: float = 0.0
+    unsigned: bool = False
+
+
+async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
+    start = time.monotonic()
+    async with S3Source(settings, connections=options.jobs + 4) as source:
+        config_bytes, server_config = await _load_server_config(source, settings)
+        listing = None
+        if options.selection.all or options.selection.last:
+            listing = await source.list_names(settings.mappings)
+        contexts = select_contexts(options.selection, server_config, listing)
+        fetcher = _MappingFetcher(source, settings, server_config, contexts)
+        walked = await walk(contexts, fetcher, options.jobs)
+        plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
+        result = SyncResult(contexts, plan, unsigned=source.unsigned)
+        if not options.dry_run:
+            check_cache_layout(settings.cache, settings.observatory, settings.layout)
+            transfer = Transfer(
+                source, settings.cache, progress, verify=options.verify, jobs=options.jobs,
+                prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes},
+            )
+            progress.planned(len(plan), sum(spec.size or 0 for spec in plan))
+            with progress:
+                result.report = await transfer.run(plan)
+            write_cache_config(
+                settings.cache, settings.observatory, settings.layout, server_config.bad_files
+            )
+    result.seconds = time.monotonic() - start
+    return result
+
+
+async def _load_server_config(source: S3Source, settings: Settings) -> tuple[bytes, ServerConfig]:
+    where = f"{settings.config.key(SERVER_CONFIG)}"
+    try:
+        data = await source.get_bytes(settings.config, SERVER_CONFIG)
+    except NotFound:
+        raise SyncError(
+            f"s3://{settings.config.bucket}/{where}: no server_config there "
+            "(check the bucket, prefix and observatory)"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"s3://{settings.config.bucket}/{where}: not UTF-8 text") from None
+    config = parse_server_config(text, f"s3://{settings.config.bucket}/{where}")
+    if config.observatory != settings.observatory:
+        raise SyncError(
+            f"s3://{settings.config.bucket}/{where} is for {config.observatory!r}, "
+            f"not {settings.observatory!r}: check --observatory"
+        )
+    return data, config
+
+
+@dataclass
+class _MappingFetcher:
+    """Mappings for the walk: from the cache when already there and valid, else from S3."""
+
+    source: S3Source
+    settings: Settings
+    server_config: ServerConfig
+    contexts: list[str]
+
+    async def __call__(self, name: str) -> bytes:
+        meta = self.server_config.metadata.get(name)
+        if meta is not None:
+            local = self.settings.cache / relative_path(
+                Kind.mapping, name, self.settings.observatory, self.settings.layout
+            )
+            try:
+                data = local.read_bytes() if local.stat().st_size == meta.size else None
+            except OSError:
+                data = None
+            if data is not None and hashlib.sha1(data).hexdigest() == meta.sha1:
+                return data
+        try:
+            data = await self.source.get_bytes(self.settings.mappings, name)
+        except NotFound:
+            what = "context" if name in self.contexts else "mapping"
+            raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None
+        if meta is not None and (len(data), hashlib.sha1(data).hexdigest()) != (
+            meta.size, meta.sha1
+        ):
+            raise FormatError(
+                f"{self.settings.mappings}/{name}: does not match its size and SHA-1 "
+                "in server_config"
+            )
+        return data
