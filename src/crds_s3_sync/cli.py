@@ -36,49 +36,99 @@ def _version(value: bool) -> None:
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def run(
-    all_: Annotated[bool, typer.Option("--all", help="Every context in the bucket.",
-                                       rich_help_panel=SELECTION)] = False,
-    last: Annotated[int | None, typer.Option(min=1, metavar="N", help="The newest N contexts.",
-                                             rich_help_panel=SELECTION)] = None,
-    context: Annotated[list[str] | None, typer.Option(
-        metavar="NAME", help="A .pmap, or an .imap/.rmap for part of one; repeatable.",
-        rich_help_panel=SELECTION)] = None,
-    observatory: Annotated[str | None, typer.Option(
-        help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman).",
-        rich_help_panel=SOURCE)] = None,
-    env: Annotated[Env | None, typer.Option(
-        "--env", help="With --observatory: the preset bucket and prefix.",
-        rich_help_panel=SOURCE)] = None,
-    bucket: Annotated[str | None, typer.Option(help="(env CRDS_S3_BUCKET)",
-                                               rich_help_panel=SOURCE)] = None,
-    prefix: Annotated[str | None, typer.Option(help="(env CRDS_S3_PREFIX)",
-                                               rich_help_panel=SOURCE)] = None,
-    endpoint_url: Annotated[str | None, typer.Option(
-        help="Another S3 endpoint (env AWS_ENDPOINT_URL).", rich_help_panel=SOURCE)] = None,
-    no_sign_request: Annotated[bool, typer.Option(
-        "--no-sign-request", help="Anonymous requests (automatic for public buckets and when no credentials exist).",
-        rich_help_panel=SOURCE)] = False,
-    cache: Annotated[Path | None, typer.Option(
-        help="The CRDS cache (env CRDS_PATH; default /tmp/crds_cache).",
-        rich_help_panel=CACHE)] = None,
-    layout: Annotated[Layout | None, typer.Option(
-        help="Reference subdirectories (env CRDS_REF_SUBDIR_MODE; default flat).",
-        rich_help_panel=CACHE)] = None,
-    mappings_only: Annotated[bool, typer.Option("--mappings-only", help="Rules files only, no references.",
-                                                rich_help_panel=CACHE)] = False,
-    jobs: Annotated[int, typer.Option(min=1, max=1024, help="Transfers in flight.",
-                                      rich_help_panel=RUN)] = 32,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; write nothing.",
-                                          rich_help_panel=RUN)] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Re-hash files already in the cache instead of trusting their size.",
-        rich_help_panel=RUN)] = False,
-    json_: Annotated[bool, typer.Option("--json", help="One JSON document on stdout at the end.",
-                                        rich_help_panel=RUN)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.",
-                                        rich_help_panel=RUN)] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every context in the bucket.", rich_help_panel=SELECTION)
+    ] = False,
+    last: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="The newest N contexts.", rich_help_panel=SELECTION),
+    ] = None,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="A .pmap, or an .imap/.rmap for part of one; repeatable.",
+            rich_help_panel=SELECTION,
+        ),
+    ] = None,
+    observatory: Annotated[
+        str | None,
+        typer.Option(
+            help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman).", rich_help_panel=SOURCE
+        ),
+    ] = None,
+    env: Annotated[
+        Env | None,
+        typer.Option(
+            "--env",
+            help="With --observatory: the preset bucket and prefix.",
+            rich_help_panel=SOURCE,
+        ),
+    ] = None,
+    bucket: Annotated[
+        str | None, typer.Option(help="(env CRDS_S3_BUCKET)", rich_help_panel=SOURCE)
+    ] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="(env CRDS_S3_PREFIX)", rich_help_panel=SOURCE)
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(help="Another S3 endpoint (env AWS_ENDPOINT_URL).", rich_help_panel=SOURCE),
+    ] = None,
+    no_sign_request: Annotated[
+        bool,
+        typer.Option(
+            "--no-sign-request",
+            help="Anonymous requests (automatic for public buckets and when no credentials exist).",
+            rich_help_panel=SOURCE,
+        ),
+    ] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="The CRDS cache (env CRDS_PATH; default /tmp/crds_cache).", rich_help_panel=CACHE
+        ),
+    ] = None,
+    layout: Annotated[
+        Layout | None,
+        typer.Option(
+            help="Reference subdirectories (env CRDS_REF_SUBDIR_MODE; default flat).",
+            rich_help_panel=CACHE,
+        ),
+    ] = None,
+    mappings_only: Annotated[
+        bool,
+        typer.Option(
+            "--mappings-only", help="Rules files only, no references.", rich_help_panel=CACHE
+        ),
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option(min=1, max=1024, help="Transfers in flight.", rich_help_panel=RUN)
+    ] = 32,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan only; write nothing.", rich_help_panel=RUN)
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Re-hash files already in the cache instead of trusting their size.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON document on stdout at the end.", rich_help_panel=RUN),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress, no summary.", rich_help_panel=RUN)
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Fill a CRDS cache from S3: plan the files the chosen contexts need, then fetch and
     verify them concurrently."""
@@ -91,21 +141,30 @@ def run(
     console = Console(stderr=True, quiet=quiet)
     try:
         settings = resolve_settings(
-            observatory=observatory, env=env, bucket=bucket, prefix=prefix,
-            endpoint_url=endpoint_url, no_sign_request=no_sign_request, cache=cache,
+            observatory=observatory,
+            env=env,
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=endpoint_url,
+            no_sign_request=no_sign_request,
+            cache=cache,
             layout=layout,
         )
         options = SyncOptions(
-            Selection(all=all_, last=last, names=names), jobs=jobs, dry_run=dry_run,
-            verify=verify, mappings_only=mappings_only,
+            Selection(all=all_, last=last, names=names),
+            jobs=jobs,
+            dry_run=dry_run,
+            verify=verify,
+            mappings_only=mappings_only,
         )
         if settings.cache_is_default and not dry_run:
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet)
         result = anyio.run(sync, settings, options, progress)
     except SyncError as exc:
-        Console(stderr=True).print(f"crds-s3-sync: error: {exc}", highlight=False,
-                                   markup=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"crds-s3-sync: error: {exc}", highlight=False, markup=False, soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         Console(stderr=True).print("crds-s3-sync: interrupted", highlight=False)
@@ -124,8 +183,11 @@ def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool)
         for spec in result.plan:
             kinds[spec.kind.value] = kinds.get(spec.kind.value, 0) + 1
         counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-        console.print(f"Plan for {contexts}: {len(result.plan)} files ({counts}), "
-                      f"{decimal(total)}; nothing written (dry run)", highlight=False)
+        console.print(
+            f"Plan for {contexts}: {len(result.plan)} files ({counts}), "
+            f"{decimal(total)}; nothing written (dry run)",
+            highlight=False,
+        )
         return
     report = result.report
     rate = decimal(int(total / result.seconds)) if result.seconds else "-"
@@ -136,8 +198,11 @@ def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool)
         highlight=False,
     )
     if report.unverified:
-        console.print(f"{len(report.unverified)} files had no SHA-1 in server_config and were "
-                      f"checked by size only: {', '.join(report.unverified[:5])}", highlight=False)
+        console.print(
+            f"{len(report.unverified)} files had no SHA-1 in server_config and were "
+            f"checked by size only: {', '.join(report.unverified[:5])}",
+            highlight=False,
+        )
     for failure in report.failed:
         console.print(f"[red]failed[/] {failure['name']}: {failure['error']}", highlight=False)
 

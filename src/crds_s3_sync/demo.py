@@ -24,8 +24,11 @@ from .mapping import is_mapping_name, parse_mapping
 from .server_config import parse_server_config
 
 DEMO_BUCKET = "crds-demo"
-DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+DEMO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def synthetic_reference(name: str, size: int) -> bytes:
@@ -36,7 +39,9 @@ def synthetic_reference(name: str, size: int) -> bytes:
 
 def encode_metadata(metadata: dict[str, tuple[int, str]]) -> dict[str, str]:
     """download_metadata as CRDS encodes it (crds.client.proxy.crds_encode)."""
-    payload = {name: {"size": str(size), "sha1sum": sha1} for name, (size, sha1) in metadata.items()}
+    payload = {
+        name: {"size": str(size), "sha1sum": sha1} for name, (size, sha1) in metadata.items()
+    }
     packed = gzip.compress(json.dumps(payload).encode())
     return {"crds_encoded": "1.0", "crds_payload": base64.b64encode(packed).decode()}
 
@@ -65,19 +70,25 @@ def build_bucket(
     for name in names:
         data = (mapping_dir / name).read_bytes()
         metadata[name] = (len(data), hashlib.sha1(data).hexdigest())
-        client.put_object(Bucket=bucket, Key=f"{base}mappings/{observatory}/{name}", Body=data,
-                          **extra)
+        client.put_object(
+            Bucket=bucket, Key=f"{base}mappings/{observatory}/{name}", Body=data, **extra
+        )
         for ref in parse_mapping(name, data.decode()).references:
             references.setdefault(ref, synthetic_reference(ref, reference_size(ref)))
     for ref, data in references.items():
         metadata[ref] = (len(data), hashlib.sha1(data).hexdigest())
-        client.put_object(Bucket=bucket, Key=f"{base}references/{observatory}/{ref}", Body=data,
-                          **extra)
+        client.put_object(
+            Bucket=bucket, Key=f"{base}references/{observatory}/{ref}", Body=data, **extra
+        )
     config_text = (rules_dir / "config" / observatory / "server_config").read_text()
     config = parse_server_config(config_text, observatory).raw
     config["download_metadata"] = encode_metadata(metadata)
-    client.put_object(Bucket=bucket, Key=f"{base}config/{observatory}/server_config",
-                      Body=pprint.pformat(config).encode(), **extra)
+    client.put_object(
+        Bucket=bucket,
+        Key=f"{base}config/{observatory}/server_config",
+        Body=pprint.pformat(config).encode(),
+        **extra,
+    )
     return references
 
 
@@ -89,8 +100,12 @@ def demo_size(name: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=Path, default=Path("tests/data"),
-                        help="directory with mappings/<obs>/ and config/<obs>/")
+    parser.add_argument(
+        "--rules",
+        type=Path,
+        default=Path("tests/data"),
+        help="directory with mappings/<obs>/ and config/<obs>/",
+    )
     parser.add_argument("--cache", type=Path, default=Path("demo-cache"))
     args = parser.parse_args()
 
@@ -110,9 +125,22 @@ def main() -> None:
         build_bucket(client, DEMO_BUCKET, "crds", args.rules, obs, demo_size, public=True)
     status = 0
     for obs, selection in (("roman", ["--all"]), ("jwst", ["--last", "2"])):
-        command = [sys.executable, "-m", "crds_s3_sync", "--observatory", obs,
-                   "--bucket", DEMO_BUCKET, "--prefix", "crds", "--endpoint-url", endpoint,
-                   "--cache", str(args.cache), *selection]
+        command = [
+            sys.executable,
+            "-m",
+            "crds_s3_sync",
+            "--observatory",
+            obs,
+            "--bucket",
+            DEMO_BUCKET,
+            "--prefix",
+            "crds",
+            "--endpoint-url",
+            endpoint,
+            "--cache",
+            str(args.cache),
+            *selection,
+        ]
         print("\n$ crds-s3-sync " + " ".join(command[3:]), flush=True)
         status = max(status, subprocess.call(command))
     server.stop()

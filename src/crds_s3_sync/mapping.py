@@ -16,8 +16,15 @@ from .names import check_name
 
 # The selector classes crds.core.selectors.SELECTORS defines.
 SELECTOR_NAMES = frozenset(
-    {"Match", "UseAfter", "VersionAfter", "SelectVersion", "ClosestTime",
-     "GeometricallyNearest", "Bracket"}
+    {
+        "Match",
+        "UseAfter",
+        "VersionAfter",
+        "SelectVersion",
+        "ClosestTime",
+        "GeometricallyNearest",
+        "Bracket",
+    }
 )
 # Placeholders CRDS uses instead of a file name (crds.core.rmap.MappingSelectionsDict).
 SPECIAL_VALUES = frozenset({"N/A", "TEMP_N/A", "n/a", "temp_n/a", "OMIT", "TEMP_OMIT", "omit"})

@@ -46,12 +46,22 @@ def build_plan(
     """Mappings first (they are small and make the cache usable early), then references."""
     obs, layout = settings.observatory, settings.layout
 
-    def spec(kind: Kind, name: str, source: Location, instrument: str | None = None,
-             meta: FileMeta | None = None) -> FileSpec:
+    def spec(
+        kind: Kind,
+        name: str,
+        source: Location,
+        instrument: str | None = None,
+        meta: FileMeta | None = None,
+    ) -> FileSpec:
         meta = meta or server_config.metadata.get(name)
         return FileSpec(
-            name, kind, meta.size if meta else None, meta.sha1 if meta else None,
-            instrument, source, relative_path(kind, name, obs, layout, instrument),
+            name,
+            kind,
+            meta.size if meta else None,
+            meta.sha1 if meta else None,
+            instrument,
+            source,
+            relative_path(kind, name, obs, layout, instrument),
         )
 
     config_meta = FileMeta(len(server_config_bytes), hashlib.sha1(server_config_bytes).hexdigest())

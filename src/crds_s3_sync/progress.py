@@ -15,11 +15,13 @@ from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress as RichProgress,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 from rich.table import Table
 

@@ -91,8 +91,12 @@ def resolve_settings(
         )
         if environ.get(var)
     }
-    obs = (observatory or environ.get("CRDS_OBSERVATORY") or _obs_from_uris(uris)
-           or DEFAULT_OBSERVATORY).lower()
+    obs = (
+        observatory
+        or environ.get("CRDS_OBSERVATORY")
+        or _obs_from_uris(uris)
+        or DEFAULT_OBSERVATORY
+    ).lower()
     source_flags = bucket is not None or prefix is not None or env is not None
     if source_flags:
         uris = {}  # a source named on the command line beats the shell's URIs

@@ -122,7 +122,7 @@ class S3Source:
             async for page in paginator.paginate(
                 Bucket=location.bucket, Prefix=prefix, Delimiter="/"
             ):
-                names += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+                names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
         except (ClientError, BotoCoreError) as exc:
             raise self.explain(exc, location.bucket, prefix) from None
         return names
@@ -158,8 +158,12 @@ def is_transient(exc: BaseException) -> bool:
     """Worth another try: throttling, a server error, a dropped or stalled stream."""
     return isinstance(
         exc,
-        Transient | ConnectionError | ReadTimeoutError | IncompleteReadError
-        | ResponseStreamingError | TimeoutError,
+        Transient
+        | ConnectionError
+        | ReadTimeoutError
+        | IncompleteReadError
+        | ResponseStreamingError
+        | TimeoutError,
     )
 
 

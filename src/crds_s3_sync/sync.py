@@ -21,7 +21,7 @@ from .walker import Selection, select_contexts, walk
 
 @dataclass(frozen=True)
 class SyncOptions:
-    selection: Selection = Selection()
+    selection: Selection = field(default_factory=Selection)
     jobs: int = 32
     dry_run: bool = False
     verify: bool = False
@@ -52,7 +52,11 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
         if not options.dry_run:
             check_cache_layout(settings.cache, settings.observatory, settings.layout)
             transfer = Transfer(
-                source, settings.cache, progress, verify=options.verify, jobs=options.jobs,
+                source,
+                settings.cache,
+                progress,
+                verify=options.verify,
+                jobs=options.jobs,
                 prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes},
             )
             progress.planned(len(plan), sum(spec.size or 0 for spec in plan))
@@ -114,7 +118,8 @@ class _MappingFetcher:
             what = "context" if name in self.contexts else "mapping"
             raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None
         if meta is not None and (len(data), hashlib.sha1(data).hexdigest()) != (
-            meta.size, meta.sha1
+            meta.size,
+            meta.sha1,
         ):
             raise FormatError(
                 f"{self.settings.mappings}/{name}: does not match its size and SHA-1 "

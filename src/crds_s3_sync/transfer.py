@@ -103,7 +103,9 @@ class Transfer:
                 os.replace(temp, final)
                 return
             except Exception as exc:
-                if attempt == ATTEMPTS or not (is_transient(exc) or isinstance(exc, ChecksumMismatch)):
+                if attempt == ATTEMPTS or not (
+                    is_transient(exc) or isinstance(exc, ChecksumMismatch)
+                ):
                     raise
                 self.report.retries += 1
                 self.progress.restarted(spec)

@@ -50,7 +50,7 @@ def select_contexts(
     )
     if not contexts:
         raise SyncError("the bucket holds no contexts (.pmap files) under its mappings prefix")
-    return contexts if selection.all else contexts[-selection.last:]
+    return contexts if selection.all else contexts[-selection.last :]
 
 
 def context_serial(name: str) -> tuple[int, str]:

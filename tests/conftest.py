@@ -1,0 +1,117 @@
+"""Shared fixtures: a real S3 API (moto's server on 127.0.0.1) and buckets built
+from the real CRDS rules files vendored in tests/data."""
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from crds_s3_sync.cli import app
+from crds_s3_sync.demo import build_bucket
+
+RULES = Path(__file__).parent / "data"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+# Never let botocore look for credentials on the network (instance metadata).
+NO_NETWORK_CREDENTIALS = {"AWS_EC2_METADATA_DISABLED": "true"}
+# Variables a developer's shell may carry that would change what the CLI does.
+CLEARED = [
+    name for name in os.environ
+    if name.startswith(("CRDS_", "AWS_")) and name not in NO_NETWORK_CREDENTIALS
+]
+
+
+def reference_size(name: str) -> int:
+    """Small synthetic references, 0.5 to 8 KiB, varied by name."""
+    return 512 + hashlib.sha1(name.encode()).digest()[0] * 30
+
+
+@pytest.fixture(scope="session")
+def endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**CREDENTIALS, **NO_NETWORK_CREDENTIALS}.items():
+        monkeypatch.setenv(name, value)
+    # No developer's ~/.aws may leak in.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture
+def s3(endpoint: str, clean_environment: None):  # noqa: ANN201 - a boto3 client
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+@dataclass
+class Bucket:
+    """A bucket on the test server laid out like STScI's: PREFIX/{config,mappings,references}."""
+
+    name: str
+    prefix: str
+    observatory: str
+    endpoint: str
+    references: dict[str, bytes]
+
+    def args(self) -> list[str]:
+        return ["--bucket", self.name, "--prefix", self.prefix,
+                "--observatory", self.observatory, "--endpoint-url", self.endpoint]
+
+
+MakeBucket = Callable[..., Bucket]
+
+
+@pytest.fixture
+def make_bucket(s3, endpoint: str) -> MakeBucket:  # noqa: ANN001
+    def make(observatory: str = "roman", *, public: bool = False, prefix: str = "crds",
+             mappings: list[str] | None = None, rules: Path = RULES) -> Bucket:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+        refs = build_bucket(s3, name, prefix, rules, observatory, reference_size,
+                            public=public, mappings=mappings)
+        return Bucket(name, prefix, observatory, endpoint, refs)
+
+    return make
+
+
+@pytest.fixture
+def cli() -> Callable[..., "CliResult"]:
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        result = runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return invoke
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file below `root`, relative, to compare a cache before and after."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
