@@ -178,6 +178,10 @@ def run(
 def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool) -> None:
     total = sum(spec.size or 0 for spec in result.plan)
     contexts = ", ".join(result.contexts)
+    if len(result.contexts) > 4:
+        contexts = (
+            f"{len(result.contexts)} contexts ({result.contexts[0]} .. {result.contexts[-1]})"
+        )
     if dry_run:
         kinds: dict[str, int] = {}
         for spec in result.plan:

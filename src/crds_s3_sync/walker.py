@@ -41,7 +41,8 @@ def select_contexts(
 ) -> list[str]:
     """Resolve a selection; `bucket_names` lists the bucket's mappings (for --all / --last)."""
     if selection.names:
-        return [_check_context(name) for name in dict.fromkeys(selection.names)]
+        names = [_symbolic(name, server_config) for name in selection.names]
+        return [_check_context(name) for name in dict.fromkeys(names)]
     if not (selection.all or selection.last):
         return [_check_context(server_config.operational_context)]
     contexts = sorted(
@@ -83,6 +84,17 @@ async def walk(contexts: list[str], fetch: FetchMapping, jobs: int) -> Walk:
         for ref in mapping.references:
             result.references.setdefault(ref, mapping.instrument)
     return result
+
+
+def _symbolic(name: str, server_config: ServerConfig) -> str:
+    """crds's symbolic names, e.g. `jwst-operational`, as server_config resolves them."""
+    observatory, _, role = name.partition("-")
+    if observatory == server_config.observatory and role in ("operational", "edit"):
+        value = server_config.raw.get(f"{role}_context")
+        if not isinstance(value, str):
+            raise SyncError(f"context {name!r}: server_config has no {role}_context")
+        return value
+    return name
 
 
 def _check_context(name: str) -> str:
