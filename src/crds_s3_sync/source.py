@@ -7,11 +7,13 @@ jitter. What botocore cannot retry (a body cut off mid-stream) the transfer
 stage retries itself; see `is_transient`.
 """
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aioboto3
+import anyio
 from aiobotocore.response import StreamingBody
 from botocore import UNSIGNED
 from botocore.config import Config
@@ -27,6 +29,9 @@ from botocore.exceptions import (
 
 from .errors import SourceError
 from .settings import PUBLIC_BUCKETS, Location, Settings
+
+# Tries per object for failures botocore does not retry itself (a body cut short).
+ATTEMPTS = 5
 
 
 class NotFound(SourceError):
@@ -86,9 +91,19 @@ class S3Source:
         await self._stack.aclose()
 
     async def get_bytes(self, location: Location, name: str) -> bytes:
-        """A whole small object (server_config, a mapping)."""
-        async with self.open(location, name) as stream:
-            return await stream.body.read()
+        """A whole small object (server_config, a mapping), retried if the body breaks off."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self.open(location, name) as stream:
+                    return await stream.body.read()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == ATTEMPTS:
+                    where = f"s3://{location.bucket}/{location.key(name)}"
+                    raise Transient(f"{where}: gave up after {ATTEMPTS} tries: {exc}") from None
+                await anyio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def open(
@@ -165,6 +180,11 @@ def is_transient(exc: BaseException) -> bool:
         | ResponseStreamingError
         | TimeoutError,
     )
+
+
+def backoff(attempt: int, base: float = 0.25, cap: float = 20.0) -> float:
+    """Exponential backoff with full jitter, so retrying clients do not move in step."""
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ its own module and can be tested alone.
 """
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -50,7 +51,7 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
         result = SyncResult(contexts, plan, unsigned=source.unsigned)
         if not options.dry_run:
-            check_cache_layout(settings.cache, settings.observatory, settings.layout)
+            _prepare_cache(settings)
             transfer = Transfer(
                 source,
                 settings.cache,
@@ -62,11 +63,27 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
             progress.planned(len(plan), sum(spec.size or 0 for spec in plan))
             with progress:
                 result.report = await transfer.run(plan)
-            write_cache_config(
-                settings.cache, settings.observatory, settings.layout, server_config.bad_files
-            )
+            try:
+                write_cache_config(
+                    settings.cache, settings.observatory, settings.layout, server_config.bad_files
+                )
+            except OSError as exc:
+                raise SyncError(
+                    f"{exc.filename}: cannot write cache config: {exc.strerror}"
+                ) from None
     result.seconds = time.monotonic() - start
     return result
+
+
+def _prepare_cache(settings: Settings) -> None:
+    """Fail before any transfer if the cache cannot be used at all."""
+    check_cache_layout(settings.cache, settings.observatory, settings.layout)
+    try:
+        settings.cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SyncError(f"{settings.cache}: cannot create the cache: {exc.strerror}") from None
+    if not os.access(settings.cache, os.W_OK | os.X_OK):
+        raise SyncError(f"{settings.cache}: the cache is not writable")
 
 
 async def _load_server_config(source: S3Source, settings: Settings) -> tuple[bytes, ServerConfig]:

@@ -9,7 +9,6 @@ the next run ignores and overwrites.
 
 import hashlib
 import os
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,9 @@ from .layout import temporary_path
 from .plan import FileSpec
 from .pool import for_each
 from .progress import Progress
-from .source import S3Source, SourceError, is_transient
+from .source import ATTEMPTS, S3Source, SourceError, backoff, is_transient
 
 CHUNK = 1 << 20
-ATTEMPTS = 5
 HASH_BLOCK = 4 << 20
 
 
@@ -149,8 +147,3 @@ def sha1_of_file(path: Path) -> str:
         while block := stream.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def backoff(attempt: int, base: float = 0.25, cap: float = 20.0) -> float:
-    """Exponential backoff with full jitter, so retrying clients do not move in step."""
-    return random.uniform(0, min(cap, base * 2**attempt))
