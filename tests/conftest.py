@@ -27,7 +27,8 @@ CREDENTIALS = {
 NO_NETWORK_CREDENTIALS = {"AWS_EC2_METADATA_DISABLED": "true"}
 # Variables a developer's shell may carry that would change what the CLI does.
 CLEARED = [
-    name for name in os.environ
+    name
+    for name in os.environ
     if name.startswith(("CRDS_", "AWS_")) and name not in NO_NETWORK_CREDENTIALS
 ]
 
@@ -59,7 +60,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def s3(endpoint: str, clean_environment: None):  # noqa: ANN201 - a boto3 client
+def s3(endpoint: str, clean_environment: None):
     return boto3.client("s3", endpoint_url=endpoint)
 
 
@@ -74,21 +75,36 @@ class Bucket:
     references: dict[str, bytes]
 
     def args(self) -> list[str]:
-        return ["--bucket", self.name, "--prefix", self.prefix,
-                "--observatory", self.observatory, "--endpoint-url", self.endpoint]
+        return [
+            "--bucket",
+            self.name,
+            "--prefix",
+            self.prefix,
+            "--observatory",
+            self.observatory,
+            "--endpoint-url",
+            self.endpoint,
+        ]
 
 
 MakeBucket = Callable[..., Bucket]
 
 
 @pytest.fixture
-def make_bucket(s3, endpoint: str) -> MakeBucket:  # noqa: ANN001
-    def make(observatory: str = "roman", *, public: bool = False, prefix: str = "crds",
-             mappings: list[str] | None = None, rules: Path = RULES) -> Bucket:
+def make_bucket(s3, endpoint: str) -> MakeBucket:
+    def make(
+        observatory: str = "roman",
+        *,
+        public: bool = False,
+        prefix: str = "crds",
+        mappings: list[str] | None = None,
+        rules: Path = RULES,
+    ) -> Bucket:
         name = f"test-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=name)
-        refs = build_bucket(s3, name, prefix, rules, observatory, reference_size,
-                            public=public, mappings=mappings)
+        refs = build_bucket(
+            s3, name, prefix, rules, observatory, reference_size, public=public, mappings=mappings
+        )
         return Bucket(name, prefix, observatory, endpoint, refs)
 
     return make

@@ -30,8 +30,9 @@ def test_sync_roman_all_downloads_and_verifies_every_file(make_bucket, cli, tmp_
 def test_dry_run_lists_the_plan_and_writes_nothing(make_bucket, cli, tmp_path: Path):
     bucket = make_bucket("roman")
     cache = tmp_path / "cache"
-    result = cli(*bucket.args(), "--context", "roman_0007.pmap", "--cache", cache,
-                 "--dry-run", "--json")
+    result = cli(
+        *bucket.args(), "--context", "roman_0007.pmap", "--cache", cache, "--dry-run", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     kinds = {entry["kind"] for entry in report["plan"]}
