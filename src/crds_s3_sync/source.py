@@ -91,18 +91,20 @@ class S3Source:
         await self._stack.aclose()
 
     async def get_bytes(self, location: Location, name: str) -> bytes:
-        """A whole small object (server_config, a mapping), retried if the body breaks off."""
+        """A whole small object (server_config, a mapping).
+
+        botocore has already retried the request itself; what is retried here is
+        a body that breaks off, which botocore cannot see.
+        """
         for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with self.open(location, name) as stream:
+            async with self.open(location, name) as stream:
+                try:
                     return await stream.body.read()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if attempt == ATTEMPTS:
-                    where = f"s3://{location.bucket}/{location.key(name)}"
-                    raise Transient(f"{where}: gave up after {ATTEMPTS} tries: {exc}") from None
-                await anyio.sleep(backoff(attempt))
+                except (BotoCoreError, OSError) as exc:
+                    if attempt == ATTEMPTS:
+                        where = f"s3://{location.bucket}/{location.key(name)}"
+                        raise Transient(f"{where}: {exc} (gave up after {attempt} tries)") from None
+            await anyio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     @asynccontextmanager
