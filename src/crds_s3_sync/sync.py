@@ -35,7 +35,6 @@ class SyncResult:
     plan: list[FileSpec]
     report: Report = field(default_factory=Report)
     seconds: float = 0.0
-    unsigned: bool = False
 
 
 async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
@@ -49,7 +48,7 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
         fetcher = _MappingFetcher(source, settings, server_config, contexts)
         walked = await walk(contexts, fetcher, options.jobs)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
-        result = SyncResult(contexts, plan, unsigned=source.unsigned)
+        result = SyncResult(contexts, plan)
         if not options.dry_run:
             _prepare_cache(settings)
             transfer = Transfer(
