@@ -99,11 +99,17 @@ def make_bucket(s3, endpoint: str) -> MakeBucket:
         prefix: str = "crds",
         mappings: list[str] | None = None,
         rules: Path = RULES,
+        sizes: dict[str, int] | None = None,
     ) -> Bucket:
+        """`sizes` overrides the synthetic size of named references."""
         name = f"test-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=name)
+
+        def size_of(ref: str) -> int:
+            return (sizes or {}).get(ref) or reference_size(ref)
+
         refs = build_bucket(
-            s3, name, prefix, rules, observatory, reference_size, public=public, mappings=mappings
+            s3, name, prefix, rules, observatory, size_of, public=public, mappings=mappings
         )
         return Bucket(name, prefix, observatory, endpoint, refs)
 

@@ -19,13 +19,38 @@ from .errors import SyncError
 from .progress import make_progress
 from .settings import Env, Layout, resolve_settings
 from .sync import SyncOptions, SyncResult, sync
+from .transfer import TransferOptions
 from .walker import Selection
+
+try:  # a faster event loop where it is installed
+    import uvloop  # noqa: F401
+
+    _LOOP = {"use_uvloop": True}
+except ImportError:
+    _LOOP = {}
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational context)"
 SOURCE = "Source"
 CACHE = "Cache"
 RUN = "Run"
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """`8M`, `512K`, `1G` or plain bytes (binary units, as s5cmd and the AWS CLI use)."""
+    number, unit = str(text).strip().upper().removesuffix("IB").removesuffix("B"), ""
+    if number and number[-1] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 8M or 512K") from None
+    if value < 1:
+        raise typer.BadParameter(f"{text!r}: must be at least one byte")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -103,8 +128,30 @@ def run(
         ),
     ] = False,
     jobs: Annotated[
-        int, typer.Option(min=1, max=1024, help="Transfers in flight.", rich_help_panel=RUN)
-    ] = 32,
+        int,
+        typer.Option(
+            min=1, max=1024, help="Requests in flight, all files together.", rich_help_panel=RUN
+        ),
+    ] = TransferOptions.jobs,
+    part_size: Annotated[
+        int,
+        typer.Option(
+            parser=parse_size,
+            metavar="SIZE",
+            rich_help_panel=RUN,
+            help="Size of one ranged GET of a large file (e.g. 8M, 512K).",
+        ),
+    ] = "8M",
+    threshold: Annotated[
+        int,
+        typer.Option(
+            "--multipart-threshold",
+            parser=parse_size,
+            metavar="SIZE",
+            rich_help_panel=RUN,
+            help="Files this big or bigger are fetched as concurrent ranged GETs.",
+        ),
+    ] = "16M",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan only; write nothing.", rich_help_panel=RUN)
     ] = False,
@@ -152,15 +199,14 @@ def run(
         )
         options = SyncOptions(
             Selection(all=all_, last=last, names=names),
-            jobs=jobs,
+            TransferOptions(jobs, part_size, threshold, verify),
             dry_run=dry_run,
-            verify=verify,
             mappings_only=mappings_only,
         )
         if settings.cache_is_default and not dry_run:
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet)
-        result = anyio.run(sync, settings, options, progress)
+        result = anyio.run(sync, settings, options, progress, backend_options=_LOOP)
     except SyncError as exc:
         Console(stderr=True).print(
             f"crds-s3-sync: error: {exc}", highlight=False, markup=False, soft_wrap=True
@@ -221,6 +267,7 @@ def _as_json(result: SyncResult, dry_run: bool) -> dict[str, object]:
         "failed": result.report.failed,
         "unverified": result.report.unverified,
         "retries": result.report.retries,
+        "resumed_bytes": result.report.resumed_bytes,
         "seconds": round(result.seconds, 3),
     }
     if dry_run:

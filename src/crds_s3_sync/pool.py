@@ -1,33 +1,42 @@
-"""A fixed number of workers over a stream of items.
+"""Bounded concurrency helpers shared by the walker and the transfer stage.
 
 Starting a task per file would hold 40,000 coroutines for a big sync; instead
-`limit` workers pull from one shared iterator, so memory stays flat however
-long the plan is, and the first exception cancels the rest.
+`for_each` runs `limit` workers that pull from one shared iterator, so memory
+stays flat however long the plan is. `task_group` is anyio's task group, except
+that the first failure comes out as itself, not wrapped in an ExceptionGroup,
+so callers can catch SyncError and friends.
 """
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 
 T = TypeVar("T")
 
 
+@asynccontextmanager
+async def task_group() -> AsyncIterator[TaskGroup]:
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as failures:
+        raise _first(failures) from None
+
+
 async def for_each(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
-    """Run `work` on every item, `limit` at a time; re-raise the first failure as itself."""
+    """Run `work` on every item, `limit` at a time."""
     iterator = iter(items)
 
     async def worker() -> None:
         for item in iterator:  # shared: each item goes to exactly one worker
             await work(item)
 
-    try:
-        async with anyio.create_task_group() as group:
-            for _ in range(max(1, limit)):
-                group.start_soon(worker)
-    except BaseExceptionGroup as failures:
-        # Callers handle SyncError and friends, not task-group wrappers.
-        raise _first(failures) from None
+    async with task_group() as group:
+        for _ in range(max(1, limit)):
+            group.start_soon(worker)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -16,16 +16,15 @@ from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
 from .settings import Settings
 from .source import NotFound, S3Source
-from .transfer import Report, Transfer
+from .transfer import Report, Transfer, TransferOptions
 from .walker import Selection, select_contexts, walk
 
 
 @dataclass(frozen=True)
 class SyncOptions:
     selection: Selection = field(default_factory=Selection)
-    jobs: int = 32
+    transfer: TransferOptions = field(default_factory=TransferOptions)
     dry_run: bool = False
-    verify: bool = False
     mappings_only: bool = False
 
 
@@ -39,14 +38,15 @@ class SyncResult:
 
 async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
     start = time.monotonic()
-    async with S3Source(settings, connections=options.jobs + 4) as source:
+    jobs = options.transfer.jobs
+    async with S3Source(settings, connections=jobs + 4) as source:
         config_bytes, server_config = await _load_server_config(source, settings)
         listing = None
         if options.selection.all or options.selection.last:
             listing = await source.list_names(settings.mappings)
         contexts = select_contexts(options.selection, server_config, listing)
         fetcher = _MappingFetcher(source, settings, server_config, contexts)
-        walked = await walk(contexts, fetcher, options.jobs)
+        walked = await walk(contexts, fetcher, jobs)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
         result = SyncResult(contexts, plan)
         if not options.dry_run:
@@ -55,8 +55,7 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
                 source,
                 settings.cache,
                 progress,
-                verify=options.verify,
-                jobs=options.jobs,
+                options.transfer,
                 prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes},
             )
             progress.planned(len(plan), sum(spec.size or 0 for spec in plan))

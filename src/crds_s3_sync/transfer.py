@@ -1,34 +1,63 @@
 """Download the plan into the cache, verifying every byte on the way.
 
-Each file streams into a hidden temporary file beside its final path while its
-SHA-1 is computed; only when size and SHA-1 match `download_metadata` is it
-renamed into place (os.replace, atomic on POSIX). So a final path only ever
-holds a verified file, and a killed run leaves at most a temporary file that
-the next run ignores and overwrites.
+Each file goes to a hidden temporary file beside its final path and is renamed
+into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
+`download_metadata`; so a final path only ever holds a verified file.
+
+Small files are one GET each. Large files are fetched as concurrent ranged GETs
+written at their offsets, while a hashing cursor follows the contiguous
+completed prefix, so the SHA-1 is known when the last byte lands and memory is
+bounded by the parts in flight. Completed parts are recorded beside the
+temporary file, so a killed run resumes where it stopped.
+
+All requests, whole-file or part, share one limit (`jobs`); small and large
+files have their own workers, so neither waits for the other to drain.
 """
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiofiles
 import anyio
+from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError
 
 from .layout import temporary_path
+from .partial import PartialFile
 from .plan import FileSpec
-from .pool import for_each
+from .pool import for_each, task_group
 from .progress import Progress
 from .source import ATTEMPTS, S3Source, SourceError, backoff, is_transient
 
-CHUNK = 1 << 20
-HASH_BLOCK = 4 << 20
+MiB = 1 << 20
+CHUNK = MiB  # read size when streaming a medium file
+IN_MEMORY = MiB  # files up to this size are read whole and written in one go
+HASH_BLOCK = 4 * MiB
 
 
 class ChecksumMismatch(Exception):
     """The bytes received are not the bytes server_config describes."""
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    jobs: int = 64  # requests in flight, across all files
+    part_size: int = 8 * MiB
+    threshold: int = 16 * MiB  # files at least this big are fetched in ranged parts
+    verify: bool = False  # re-hash cached files instead of trusting their size
+
+    @property
+    def large_workers(self) -> int:
+        """Large files downloaded at once; each keeps several parts in flight."""
+        return max(1, min(4, self.jobs // 8))
+
+    @property
+    def parts_per_file(self) -> int:
+        """Parts of one file in flight or waiting for the cursor: the memory bound."""
+        return max(2, min(16, self.jobs))
 
 
 @dataclass
@@ -36,6 +65,7 @@ class Report:
     downloaded: int = 0
     skipped: int = 0
     retries: int = 0
+    resumed_bytes: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
 
@@ -47,24 +77,33 @@ class Transfer:
     source: S3Source
     cache: Path
     progress: Progress
-    verify: bool = False
-    jobs: int = 16
+    options: TransferOptions = field(default_factory=TransferOptions)
     prefetched: dict[str, bytes] = field(default_factory=dict)
     report: Report = field(default_factory=Report)
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
-        await for_each(plan, self._one, self.jobs)
+        self._requests = anyio.CapacityLimiter(self.options.jobs)
+        plan = list(plan)
+        large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
+        small = [s for s in plan if s.size is None or s.size < self.options.threshold]
+        async with task_group() as group:
+            group.start_soon(for_each, large, self._one, self.options.large_workers)
+            group.start_soon(for_each, small, self._one, self.options.jobs)
         return self.report
 
     async def _one(self, spec: FileSpec) -> None:
         final = self.cache / spec.path
         try:
-            expected = await self._expected_size(spec)
-            if await self._is_valid(final, spec, expected):
+            size = await self._expected_size(spec)
+            if await self._is_valid(final, spec, size):
                 self.report.skipped += 1
-                self.progress.finished(spec, "skipped", expected)
+                self.progress.finished(spec, "skipped", size)
                 return
-            await self._download(spec, final, expected)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if size >= self.options.threshold and spec.name not in self.prefetched:
+                await self._retrying(spec, lambda: self._ranged(spec, final, size))
+            else:
+                await self._retrying(spec, lambda: self._whole(spec, final, size))
         except (SourceError, ChecksumMismatch, OSError, BotoCoreError) as exc:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
@@ -79,7 +118,8 @@ class Transfer:
             return spec.size
         if spec.name in self.prefetched:
             return len(self.prefetched[spec.name])
-        return await self.source.size(spec.source, spec.name)
+        async with self._requests:
+            return await self.source.size(spec.source, spec.name)
 
     async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
         try:
@@ -87,18 +127,16 @@ class Transfer:
                 return False
         except FileNotFoundError:
             return False
-        if not self.verify or spec.sha1 is None:
+        if not self.options.verify or spec.sha1 is None:
             return True
         return await anyio.to_thread.run_sync(sha1_of_file, final) == spec.sha1
 
-    async def _download(self, spec: FileSpec, final: Path, size: int) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
+    async def _retrying(self, spec: FileSpec, attempt_once: Callable[[], Awaitable[None]]) -> None:
+        """Whole-file retries: a transient failure or a SHA-1 mismatch gets another try."""
         for attempt in range(1, ATTEMPTS + 1):
-            temp = temporary_path(final)
             self.progress.started(spec)
             try:
-                await self._fetch_to(spec, temp, size)
-                os.replace(temp, final)
+                await attempt_once()
                 return
             except Exception as exc:
                 if attempt == ATTEMPTS or not (
@@ -108,37 +146,136 @@ class Transfer:
                 self.report.retries += 1
                 self.progress.restarted(spec)
                 await anyio.sleep(backoff(attempt))
-            finally:
-                temp.unlink(missing_ok=True)
 
-    async def _fetch_to(self, spec: FileSpec, temp: Path, size: int) -> None:
+    # -- one GET per file --------------------------------------------------------------
+
+    async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
+        temp = temporary_path(final)
+        try:
+            data = self.prefetched.get(spec.name)
+            if data is None and size <= IN_MEMORY:
+                async with self._requests, self.source.open(spec.source, spec.name) as stream:
+                    _check_object_size(spec, stream.size, size)
+                    data = await stream.body.read()
+            if data is not None:
+                self.progress.advanced(spec, len(data))
+                await anyio.to_thread.run_sync(_write_verified, temp, final, data, spec, size)
+            else:
+                await self._stream(spec, temp, size)
+                os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    async def _stream(self, spec: FileSpec, temp: Path, size: int) -> None:
         digest = hashlib.sha1()
         received = 0
-        async with aiofiles.open(temp, "wb") as out:
-            if spec.name in self.prefetched:
-                data = self.prefetched[spec.name]
-                await out.write(data)
-                digest.update(data)
-                received = len(data)
-                self.progress.advanced(spec, received)
-            else:
-                async with self.source.open(spec.source, spec.name) as stream:
-                    if stream.size != size:  # the bucket disagrees with server_config: no retry
-                        raise SourceError(
-                            f"{spec.source.key(spec.name)}: object is {stream.size} bytes, "
-                            f"server_config says {size}"
-                        )
-                    while chunk := await stream.body.read(CHUNK):
-                        await out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        self.progress.advanced(spec, len(chunk))
-        if received != size:
-            raise ChecksumMismatch(f"{spec.name}: received {received} bytes, expected {size}")
-        if spec.sha1 is not None and digest.hexdigest() != spec.sha1:
-            raise ChecksumMismatch(
-                f"{spec.name}: SHA-1 {digest.hexdigest()} does not match {spec.sha1}"
-            )
+        async with (
+            aiofiles.open(temp, "wb") as out,
+            self._requests,
+            self.source.open(spec.source, spec.name) as stream,
+        ):
+            _check_object_size(spec, stream.size, size)
+            while chunk := await stream.body.read(CHUNK):
+                await out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                self.progress.advanced(spec, len(chunk))
+        _check_digest(spec, received, size, digest.hexdigest())
+
+    # -- ranged parts ------------------------------------------------------------------
+
+    async def _ranged(self, spec: FileSpec, final: Path, size: int) -> None:
+        partial = await anyio.to_thread.run_sync(
+            PartialFile.open, final, size, spec.sha1, self.options.part_size
+        )
+        try:
+            if partial.done:
+                resumed = sum(partial.part_length(i) for i in partial.done)
+                self.report.resumed_bytes += resumed
+                self.progress.advanced(spec, resumed)
+            digest = await self._fetch_parts(spec, partial, partial.count)
+            _check_digest(spec, size, size, digest)
+        except ChecksumMismatch:
+            partial.discard()  # the parts on disk are not trustworthy: start over
+            raise
+        except BaseException:
+            partial.close()  # keep completed parts for the next run
+            raise
+        partial.finish()
+
+    async def _fetch_parts(self, spec: FileSpec, partial: PartialFile, count: int) -> str:
+        """Fetch missing parts concurrently; hash all parts in order as they become ready."""
+        ready = [anyio.Event() for _ in range(count)]
+        buffers: dict[int, bytes] = {}
+        window = anyio.Semaphore(self.options.parts_per_file)
+        digest = hashlib.sha1()
+
+        async def fetch(index: int) -> None:
+            start, length = index * partial.part_size, partial.part_length(index)
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    async with (
+                        self._requests,
+                        self.source.open(
+                            spec.source, spec.name, (start, start + length - 1)
+                        ) as stream,
+                    ):
+                        data = await stream.body.read()
+                    if len(data) != length:
+                        raise ChecksumMismatch(f"{spec.name}: part {index} cut short")
+                    break
+                except Exception as exc:
+                    if attempt == ATTEMPTS or not (
+                        is_transient(exc) or isinstance(exc, ChecksumMismatch)
+                    ):
+                        raise
+                    self.report.retries += 1
+                    await anyio.sleep(backoff(attempt))
+            await anyio.to_thread.run_sync(partial.write_part, index, data)
+            self.progress.advanced(spec, length)
+            buffers[index] = data
+            ready[index].set()
+
+        async def schedule(group: TaskGroup) -> None:
+            for index in range(count):
+                await window.acquire()  # released by the cursor: bounds memory
+                if index in partial.done:
+                    ready[index].set()
+                else:
+                    group.start_soon(fetch, index)
+
+        async with task_group() as group:
+            group.start_soon(schedule, group)
+            for index in range(count):  # the hashing cursor
+                await ready[index].wait()
+                data = buffers.pop(index, None)
+                if data is None:  # completed by an earlier run: read it back
+                    data = await anyio.to_thread.run_sync(partial.read_part, index)
+                await anyio.to_thread.run_sync(digest.update, data)
+                window.release()
+        return digest.hexdigest()
+
+
+def _check_object_size(spec: FileSpec, actual: int, expected: int) -> None:
+    if actual != expected:  # the bucket disagrees with server_config: no retry
+        raise SourceError(
+            f"{spec.source.key(spec.name)}: object is {actual} bytes, server_config says {expected}"
+        )
+
+
+def _check_digest(spec: FileSpec, received: int, size: int, sha1: str) -> None:
+    if received != size:
+        raise ChecksumMismatch(f"{spec.name}: received {received} bytes, expected {size}")
+    if spec.sha1 is not None and sha1 != spec.sha1:
+        raise ChecksumMismatch(f"{spec.name}: SHA-1 {sha1} does not match {spec.sha1}")
+
+
+def _write_verified(temp: Path, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
+    """Verify, write and rename in one thread hop: small files are mostly overhead."""
+    _check_digest(spec, len(data), size, hashlib.sha1(data).hexdigest())
+    with temp.open("wb") as out:
+        out.write(data)
+    os.replace(temp, final)
 
 
 def sha1_of_file(path: Path) -> str:

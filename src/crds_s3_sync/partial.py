@@ -1,0 +1,112 @@
+"""A large download in progress, kept across runs so a killed sync resumes.
+
+Beside the final path live `.NAME.part` (the file, written at part offsets) and
+`.NAME.part.json` (which parts are complete, for which size, SHA-1 and part
+size). A later run that wants the same file with the same size, SHA-1 and part
+size fetches only the missing parts; anything else starts afresh. The whole
+file is hashed again before it is renamed into place, so a stale or damaged
+record can cost a download but never put a wrong file under the final name.
+"""
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class PartialFile:
+    final: Path
+    size: int
+    sha1: str | None
+    part_size: int
+    done: set[int]
+    fd: int
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def temp(self) -> Path:
+        return _temp(self.final)
+
+    @property
+    def record(self) -> Path:
+        return _record(self.final)
+
+    @property
+    def count(self) -> int:
+        return -(-self.size // self.part_size)
+
+    @classmethod
+    def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
+        done = _completed_parts(final, size, sha1, part_size)
+        fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o644)
+        if not done:
+            os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
+            os.ftruncate(fd, size)
+        return cls(final, size, sha1, part_size, done, fd)
+
+    def part_length(self, index: int) -> int:
+        return min(self.part_size, self.size - index * self.part_size)
+
+    def write_part(self, index: int, data: bytes) -> None:
+        view, offset = memoryview(data), index * self.part_size
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+        with self._lock:
+            self.done.add(index)
+            _atomic_json(
+                self.record,
+                {
+                    "size": self.size,
+                    "sha1": self.sha1,
+                    "part_size": self.part_size,
+                    "done": sorted(self.done),
+                },
+            )
+
+    def read_part(self, index: int) -> bytes:
+        return os.pread(self.fd, self.part_length(index), index * self.part_size)
+
+    def finish(self) -> None:
+        """The whole file is verified: move it into place and forget the record."""
+        os.close(self.fd)
+        os.replace(self.temp, self.final)
+        self.record.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        os.close(self.fd)
+        self.temp.unlink(missing_ok=True)
+        self.record.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop for now; the parts and their record stay for the next run."""
+        os.close(self.fd)
+
+
+def _temp(final: Path) -> Path:
+    return final.with_name(f".{final.name}.part")
+
+
+def _record(final: Path) -> Path:
+    return final.with_name(f".{final.name}.part.json")
+
+
+def _completed_parts(final: Path, size: int, sha1: str | None, part_size: int) -> set[int]:
+    try:
+        record = json.loads(_record(final).read_text())
+        if (record["size"], record["sha1"], record["part_size"]) != (size, sha1, part_size):
+            return set()
+        if _temp(final).stat().st_size != size:
+            return set()
+        count = -(-size // part_size)
+        return {i for i in record["done"] if isinstance(i, int) and 0 <= i < count}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _atomic_json(path: Path, value: object) -> None:
+    temp = path.with_name(path.name + ".new")
+    temp.write_text(json.dumps(value))
+    os.replace(temp, path)

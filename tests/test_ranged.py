@@ -1,0 +1,112 @@
+"""Large files: concurrent ranged GETs, hashed as they land, resumed after a kill."""
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import files_under
+
+FLAT = "roman_wfi_flat_0004.asdf"
+PARTS = ["--part-size", "64K", "--multipart-threshold", "1M"]
+
+
+def leftovers(cache: Path) -> list[str]:
+    return sorted(name for name in files_under(cache) if Path(name).name.startswith("."))
+
+
+def test_a_large_file_arrives_in_parts_and_verified(make_bucket, cli, tmp_path: Path) -> None:
+    size = 3 * (1 << 20) + 12345  # not a multiple of the part size: a short last part
+    bucket = make_bucket("roman", sizes={FLAT: size})
+    cache = tmp_path / "cache"
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["failed"] == []
+    local = cache / "references/roman" / FLAT
+    assert local.read_bytes() == bucket.references[FLAT]
+    assert leftovers(cache) == []
+
+
+def test_a_corrupt_large_object_leaves_nothing(make_bucket, cli, s3, tmp_path: Path) -> None:
+    bucket = make_bucket("roman", sizes={FLAT: 2 << 20})
+    data = bytearray(bucket.references[FLAT])
+    data[1_500_000] ^= 0xFF
+    s3.put_object(Bucket=bucket.name, Key=f"crds/references/roman/{FLAT}", Body=bytes(data))
+    cache = tmp_path / "cache"
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
+    assert result.exit_code == 1
+    failed = json.loads(result.stdout)["failed"]
+    assert [f["name"] for f in failed] == [FLAT] and "SHA-1" in failed[0]["error"]
+    assert not (cache / "references/roman" / FLAT).exists()
+    assert leftovers(cache) == []
+
+
+def test_a_killed_download_resumes_with_the_parts_it_had(make_bucket, cli, tmp_path) -> None:
+    size = 24 << 20  # 384 parts of 64 KiB, fetched one at a time: slow enough to interrupt
+    bucket = make_bucket("roman", sizes={FLAT: size})
+    cache = tmp_path / "cache"
+    record = cache / "references/roman" / f".{FLAT}.part.json"
+    command = [
+        sys.executable,
+        "-m",
+        "crds_s3_sync",
+        *bucket.args(),
+        "--all",
+        "--cache",
+        str(cache),
+        "--jobs",
+        "1",
+        "--quiet",
+        *PARTS,
+    ]
+    first = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        done: list[int] = []
+        while len(done) < 20 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.01)
+            with contextlib.suppress(OSError, ValueError):
+                done = json.loads(record.read_text())["done"]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert len(done) >= 20, "the first run never got going"
+    assert not (cache / "references/roman" / FLAT).exists(), "a partial file under its name"
+
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["resumed_bytes"] >= 20 * 65536
+    assert report["resumed_bytes"] < size
+    local = cache / "references/roman" / FLAT
+    assert (
+        hashlib.sha1(local.read_bytes()).digest() == hashlib.sha1(bucket.references[FLAT]).digest()
+    )
+    assert leftovers(cache) == []
+
+
+def test_a_record_for_another_part_size_is_not_trusted(make_bucket, cli, tmp_path) -> None:
+    bucket = make_bucket("roman", sizes={FLAT: 2 << 20})
+    final = tmp_path / "cache/references/roman" / FLAT
+    final.parent.mkdir(parents=True)
+    # What a run with 128K parts would have left, with garbage where the parts are said done.
+    (final.parent / f".{FLAT}.part").write_bytes(b"\xaa" * (2 << 20))
+    (final.parent / f".{FLAT}.part.json").write_text(
+        json.dumps(
+            {
+                "size": 2 << 20,
+                "sha1": hashlib.sha1(bucket.references[FLAT]).hexdigest(),
+                "part_size": 128 << 10,
+                "done": list(range(16)),
+            }
+        )
+    )
+    result = cli(*bucket.args(), "--all", "--cache", tmp_path / "cache", "--json", "-q", *PARTS)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["resumed_bytes"] == 0
+    assert final.read_bytes() == bucket.references[FLAT]
