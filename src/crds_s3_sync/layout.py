@@ -5,15 +5,19 @@ mirrors its rules for the two layouts crds_s3_set offers: `flat`
 (references/<obs>/<file>) and `instrument` (references/<obs>/<instrument>/<file>).
 """
 
+import itertools
 import os
-import secrets
+import socket
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from .errors import SyncError
 from .settings import Layout
 
-MODE_FILE = "ref_cache_subdir_mode"  # crds.core.config.CRDS_SUBDIR_TAG_FILE
+MODE_FILE = "ref_cache_subdir_mode"
+_HOST = socket.gethostname().replace(".", "-")[
+    :32
+]  # shared caches span machines  # crds.core.config.CRDS_SUBDIR_TAG_FILE
 
 
 class Kind(StrEnum):
@@ -65,12 +69,16 @@ def write_cache_config(cache: Path, observatory: str, layout: Layout, bad_files:
     atomic_write(config_dir / MODE_FILE, layout.value.encode())
 
 
+_serial = itertools.count()
+
+
 def temporary_path(final: Path) -> Path:
     """A hidden name beside `final`: same file system, so the rename is atomic.
 
-    Names from the bucket never start with '.', so this cannot collide with one.
+    Names from the bucket never start with '.', so this cannot collide with one;
+    the host, process id and a counter keep concurrent writers apart.
     """
-    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    return final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{next(_serial)}.tmp")
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -8,14 +8,18 @@ stage retries itself; see `is_transient`.
 """
 
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import aioboto3
+import aiohttp
 import anyio
-from aiobotocore.response import StreamingBody
 from botocore import UNSIGNED
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -47,7 +51,7 @@ _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "Reque
 
 @dataclass(frozen=True)
 class ObjectStream:
-    body: StreamingBody
+    body: aiohttp.StreamReader
     size: int
 
 
@@ -63,14 +67,16 @@ class S3Source:
 
     async def __aenter__(self) -> "S3Source":
         session = aioboto3.Session()
+        self._credentials = None
         if self.settings.unsigned is None:
             if self.settings.config.bucket in PUBLIC_BUCKETS:
                 self.unsigned = True  # no need to look for credentials at all
             else:
-                self.credentials_found = await session.get_credentials() is not None
+                self._credentials = await session.get_credentials()
+                self.credentials_found = self._credentials is not None
                 self.unsigned = not self.credentials_found
         config = Config(
-            signature_version=UNSIGNED if self.unsigned else None,
+            signature_version=UNSIGNED if self.unsigned else "s3v4",
             max_pool_connections=self.connections,
             retries={"mode": "standard", "max_attempts": 6},
             connect_timeout=10,
@@ -85,25 +91,33 @@ class S3Source:
                 config=config,
             )
         )
+        self._region = self._client.meta.region_name
+        self._bases: dict[str, str] = {}
+        self._http = await self._stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                auto_decompress=False,  # the stored bytes are what the SHA-1 covers
+            )
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
     async def get_bytes(self, location: Location, name: str) -> bytes:
-        """A whole small object (server_config, a mapping).
-
-        botocore has already retried the request itself; what is retried here is
-        a body that breaks off, which botocore cannot see.
-        """
+        """A whole small object (server_config, a mapping), retried if it may work next time."""
         for attempt in range(1, ATTEMPTS + 1):
-            async with self.open(location, name) as stream:
-                try:
+            try:
+                async with self.open(location, name) as stream:
                     return await stream.body.read()
-                except (BotoCoreError, OSError) as exc:
-                    if attempt == ATTEMPTS:
-                        where = f"s3://{location.bucket}/{location.key(name)}"
-                        raise Transient(f"{where}: {exc} (gave up after {attempt} tries)") from None
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == ATTEMPTS:
+                    where = f"s3://{location.bucket}/{location.key(name)}"
+                    message = f"{where}: {_one_line(exc)} (gave up after {attempt} tries)"
+                    raise Transient(message) from None
             await anyio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
@@ -111,16 +125,70 @@ class S3Source:
     async def open(
         self, location: Location, name: str, byte_range: tuple[int, int] | None = None
     ) -> AsyncIterator[ObjectStream]:
-        """Stream one object, or the inclusive `byte_range` of it."""
+        """Stream one object, or the inclusive `byte_range` of it.
+
+        GETs skip botocore's request pipeline, which costs about 1.7 ms of CPU per
+        request and made the event loop the bottleneck for small files; aiohttp,
+        which aiobotocore uses anyway, sends them to the URL `_url` makes.
+        """
         key = location.key(name)
-        extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        where = f"s3://{location.bucket}/{key}"
         try:
-            response = await self._client.get_object(Bucket=location.bucket, Key=key, **extra)
-        except (ClientError, BotoCoreError) as exc:
+            url = await self._url(location.bucket, key)
+        except BotoCoreError as exc:
             raise self.explain(exc, location.bucket, key) from None
-        body = response["Body"]
-        async with body:
-            yield ObjectStream(body, int(response["ContentLength"]))
+        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        try:
+            response = await self._http.get(url, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Transient(f"{where}: {type(exc).__name__}: {_one_line(exc)}") from None
+        async with response:
+            if response.status not in (200, 206) or (byte_range and response.status != 206):
+                raise self._refusal(response.status, await response.content.read(4096), where)
+            yield ObjectStream(response.content, int(response.headers["Content-Length"]))
+
+    async def _url(self, bucket: str, key: str) -> str:
+        """A GET URL for `key`, presigned with SigV4 unless requests are anonymous.
+
+        botocore works out the bucket's base URL once (endpoint, addressing
+        style); each key then costs a quote and, when signing, botocore's own
+        SigV4 query signer: about 60 us instead of 200 us for a full presign.
+        """
+        base = self._bases.get(bucket)
+        if base is None:
+            probe = await self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": "probe"}
+            )
+            base = self._bases[bucket] = probe.split("?", 1)[0].removesuffix("probe")
+        url = base + quote(key, safe="/~")
+        if self._credentials is None:
+            return url
+        request = AWSRequest(method="GET", url=url)
+        credentials = await self._credentials.get_frozen_credentials()  # refreshes if due
+        S3SigV4QueryAuth(credentials, "s3", self._region, expires=3600).add_auth(request)
+        return request.url
+
+    def _refusal(self, status: int, body: bytes, where: str) -> SourceError:
+        """An S3 error answer as one line: its status and XML error code."""
+        match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
+        code = match.group(1).decode(errors="replace") if match else str(status)
+        if code == "NoSuchBucket":
+            return SourceError(f"{where}: no such bucket")
+        if status == 404:
+            return NotFound(f"{where}: no such object")
+        if status == 403:
+            return SourceError(f"{where}: access denied{self._credentials_hint()}")
+        if status >= 500 or code in _THROTTLING:
+            return Transient(f"{where}: HTTP {status} {code}")
+        return SourceError(f"{where}: HTTP {status} {code}")
+
+    def _credentials_hint(self) -> str:
+        if self.unsigned and not self.credentials_found:
+            return (
+                " (no AWS credentials were found, so the request was unsigned;"
+                " set AWS_PROFILE or credentials for a private bucket)"
+            )
+        return ""
 
     async def size(self, location: Location, name: str) -> int:
         key = location.key(name)
@@ -155,13 +223,7 @@ class S3Source:
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return NotFound(f"{where}: no such object")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "Forbidden") or status == 403:
-                hint = (
-                    " (no AWS credentials were found, so the request was unsigned;"
-                    " set AWS_PROFILE or credentials for a private bucket)"
-                    if self.unsigned and not self.credentials_found
-                    else ""
-                )
-                return SourceError(f"{where}: access denied{hint}")
+                return SourceError(f"{where}: access denied{self._credentials_hint()}")
             kind = Transient if code in _THROTTLING or (status or 0) >= 500 else SourceError
             return kind(f"{where}: {code or status}: {_one_line(exc)}")
         if isinstance(exc, EndpointConnectionError):
@@ -176,6 +238,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(
         exc,
         Transient
+        | aiohttp.ClientError
         | ConnectionError
         | ReadTimeoutError
         | IncompleteReadError

@@ -19,6 +19,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiofiles
 import anyio
@@ -36,6 +37,9 @@ MiB = 1 << 20
 CHUNK = MiB  # read size when streaming a medium file
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 HASH_BLOCK = 4 * MiB
+INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
+THREADS = 4
+T = TypeVar("T")
 
 
 class ChecksumMismatch(Exception):
@@ -83,6 +87,10 @@ class Transfer:
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
         self._requests = anyio.CapacityLimiter(self.options.jobs)
+        self._made_dirs: set[Path] = set()
+        # Few threads: they exist to hash and write big buffers on the second core;
+        # dozens of them only fight over the GIL.
+        self._threads = anyio.CapacityLimiter(THREADS)
         plan = list(plan)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
@@ -99,7 +107,9 @@ class Transfer:
                 self.report.skipped += 1
                 self.progress.finished(spec, "skipped", size)
                 return
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.parent not in self._made_dirs:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(final.parent)
             if size >= self.options.threshold and spec.name not in self.prefetched:
                 await self._retrying(spec, lambda: self._ranged(spec, final, size))
             else:
@@ -129,7 +139,7 @@ class Transfer:
             return False
         if not self.options.verify or spec.sha1 is None:
             return True
-        return await anyio.to_thread.run_sync(sha1_of_file, final) == spec.sha1
+        return await self._off_loop(sha1_of_file, final) == spec.sha1
 
     async def _retrying(self, spec: FileSpec, attempt_once: Callable[[], Awaitable[None]]) -> None:
         """Whole-file retries: a transient failure or a SHA-1 mismatch gets another try."""
@@ -147,6 +157,9 @@ class Transfer:
                 self.progress.restarted(spec)
                 await anyio.sleep(backoff(attempt))
 
+    async def _off_loop(self, func: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
     # -- one GET per file --------------------------------------------------------------
 
     async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
@@ -159,12 +172,16 @@ class Transfer:
                     data = await stream.body.read()
             if data is not None:
                 self.progress.advanced(spec, len(data))
-                await anyio.to_thread.run_sync(_write_verified, temp, final, data, spec, size)
+                if len(data) <= INLINE:
+                    _write_verified(temp, final, data, spec, size)
+                else:
+                    await self._off_loop(_write_verified, temp, final, data, spec, size)
             else:
                 await self._stream(spec, temp, size)
                 os.replace(temp, final)
-        finally:
+        except BaseException:
             temp.unlink(missing_ok=True)
+            raise
 
     async def _stream(self, spec: FileSpec, temp: Path, size: int) -> None:
         digest = hashlib.sha1()
@@ -185,7 +202,7 @@ class Transfer:
     # -- ranged parts ------------------------------------------------------------------
 
     async def _ranged(self, spec: FileSpec, final: Path, size: int) -> None:
-        partial = await anyio.to_thread.run_sync(
+        partial = await self._off_loop(
             PartialFile.open, final, size, spec.sha1, self.options.part_size
         )
         try:
@@ -231,7 +248,7 @@ class Transfer:
                         raise
                     self.report.retries += 1
                     await anyio.sleep(backoff(attempt))
-            await anyio.to_thread.run_sync(partial.write_part, index, data)
+            await self._off_loop(partial.write_part, index, data)
             self.progress.advanced(spec, length)
             buffers[index] = data
             ready[index].set()
@@ -250,8 +267,8 @@ class Transfer:
                 await ready[index].wait()
                 data = buffers.pop(index, None)
                 if data is None:  # completed by an earlier run: read it back
-                    data = await anyio.to_thread.run_sync(partial.read_part, index)
-                await anyio.to_thread.run_sync(digest.update, data)
+                    data = await self._off_loop(partial.read_part, index)
+                await self._off_loop(digest.update, data)
                 window.release()
         return digest.hexdigest()
 
