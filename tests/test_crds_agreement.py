@@ -255,7 +255,7 @@ def test_crds_uses_the_synced_cache_offline(
     created any of the files it reports."""
     bucket = make_bucket(observatory)
     cache = tmp_path / "cache"
-    result: CliResult = cli(
+    result = cli(
         *bucket.args(), *selection, "--cache", cache, "--layout", layout, "--quiet", "--json"
     )
     assert result.exit_code == 0, result.stderr
@@ -268,7 +268,7 @@ def test_crds_uses_the_synced_cache_offline(
     view = ask_crds(
         cache,
         observatory,
-        contexts=list(contexts),
+        contexts=contexts,
         cache=True,
         fresh=str(fresh),
         bestrefs=BESTREFS[observatory],

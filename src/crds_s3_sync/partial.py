@@ -8,10 +8,10 @@ file is hashed again before it is renamed into place, so a stale or damaged
 record can cost a download but never put a wrong file under the final name.
 """
 
+import hashlib
 import json
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -23,7 +23,6 @@ class PartialFile:
     part_size: int
     done: set[int]
     fd: int
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def temp(self) -> Path:
@@ -49,25 +48,30 @@ class PartialFile:
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.size - index * self.part_size)
 
-    def write_part(self, index: int, data: bytes) -> None:
-        view, offset = memoryview(data), index * self.part_size
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view, offset = view[written:], offset + written
-        with self._lock:
-            self.done.add(index)
-            _atomic_json(
-                self.record,
-                {
-                    "size": self.size,
-                    "sha1": self.sha1,
-                    "part_size": self.part_size,
-                    "done": sorted(self.done),
-                },
-            )
+    def write_at(self, offset: int, chunks: list[bytes]) -> None:
+        """Write `chunks` back to back from `offset` (pwritev: no joining copy)."""
+        views = [memoryview(chunk) for chunk in chunks]
+        while views:
+            written = os.pwritev(self.fd, views, offset)
+            offset += written
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if written:
+                views[0] = views[0][written:]
 
-    def read_part(self, index: int) -> bytes:
-        return os.pread(self.fd, self.part_length(index), index * self.part_size)
+    def mark_done(self, index: int) -> None:
+        self.done.add(index)
+        record = {
+            "size": self.size,
+            "sha1": self.sha1,
+            "part_size": self.part_size,
+            "done": sorted(self.done),
+        }
+        _atomic_json(self.record, record)
+
+    def hash_part(self, index: int, digest: "hashlib._Hash") -> None:
+        """Feed part `index` to `digest`, read back (from the page cache, normally)."""
+        digest.update(os.pread(self.fd, self.part_length(index), index * self.part_size))
 
     def finish(self) -> None:
         """The whole file is verified: move it into place and forget the record."""

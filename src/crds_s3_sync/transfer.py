@@ -221,9 +221,10 @@ class Transfer:
         partial.finish()
 
     async def _fetch_parts(self, spec: FileSpec, partial: PartialFile, count: int) -> str:
-        """Fetch missing parts concurrently; hash all parts in order as they become ready."""
+        """Fetch missing parts concurrently, each written at its offset as it streams;
+        the hashing cursor reads completed parts back in order from the page cache,
+        so memory holds only the chunks in flight, whatever the file's size."""
         ready = [anyio.Event() for _ in range(count)]
-        buffers: dict[int, bytes] = {}
         window = anyio.Semaphore(self.options.parts_per_file)
         digest = hashlib.sha1()
 
@@ -231,15 +232,7 @@ class Transfer:
             start, length = index * partial.part_size, partial.part_length(index)
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    async with (
-                        self._requests,
-                        self.source.open(
-                            spec.source, spec.name, (start, start + length - 1)
-                        ) as stream,
-                    ):
-                        data = await stream.body.read()
-                    if len(data) != length:
-                        raise ChecksumMismatch(f"{spec.name}: part {index} cut short")
+                    await self._fetch_part(spec, partial, start, length)
                     break
                 except Exception as exc:
                     if attempt == ATTEMPTS or not (
@@ -248,14 +241,13 @@ class Transfer:
                         raise
                     self.report.retries += 1
                     await anyio.sleep(backoff(attempt))
-            await self._off_loop(partial.write_part, index, data)
+            partial.mark_done(index)
             self.progress.advanced(spec, length)
-            buffers[index] = data
             ready[index].set()
 
         async def schedule(group: TaskGroup) -> None:
             for index in range(count):
-                await window.acquire()  # released by the cursor: bounds memory
+                await window.acquire()  # released by the cursor
                 if index in partial.done:
                     ready[index].set()
                 else:
@@ -265,12 +257,34 @@ class Transfer:
             group.start_soon(schedule, group)
             for index in range(count):  # the hashing cursor
                 await ready[index].wait()
-                data = buffers.pop(index, None)
-                if data is None:  # completed by an earlier run: read it back
-                    data = await self._off_loop(partial.read_part, index)
-                await self._off_loop(digest.update, data)
+                await self._off_loop(partial.hash_part, index, digest)
                 window.release()
         return digest.hexdigest()
+
+    async def _fetch_part(
+        self, spec: FileSpec, partial: PartialFile, start: int, length: int
+    ) -> None:
+        """Stream one part to its offset, a megabyte of chunks per write.
+
+        Chunks are taken as aiohttp received them (no joining copies) and written
+        with one pwritev in a thread, so copying into the page cache runs on the
+        second core while the event loop reads the sockets.
+        """
+        received, batch, batch_bytes = 0, [], 0
+        async with (
+            self._requests,
+            self.source.open(spec.source, spec.name, (start, start + length - 1)) as stream,
+        ):
+            while chunk := await stream.body.readany():
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= CHUNK or received + batch_bytes >= length:
+                    if received + batch_bytes > length:
+                        break
+                    await self._off_loop(partial.write_at, start + received, batch)
+                    received, batch, batch_bytes = received + batch_bytes, [], 0
+        if received != length:
+            raise ChecksumMismatch(f"{spec.name}: bytes {start}+{length}: got {received}")
 
 
 def _check_object_size(spec: FileSpec, actual: int, expected: int) -> None:
