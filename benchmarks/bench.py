@@ -142,7 +142,9 @@ def write_listing(case: Case) -> None:
     prefix = f"{PREFIX}/references/{OBS}/"
     items = "".join(
         f"<Contents><Key>{prefix}{p.name}</Key><Size>{p.stat().st_size}</Size>"
-        "<LastModified>2025-01-01T00:00:00.000Z</LastModified><ETag>\"x\"</ETag>"
+        "<LastModified>2025-01-01T00:00:00.000Z</LastModified>"
+        # nginx's own ETag, which the AWS CLI sends back in If-Match for ranged GETs.
+        f"<ETag>&quot;{int(p.stat().st_mtime):x}-{p.stat().st_size:x}&quot;</ETag>"
         "<StorageClass>STANDARD</StorageClass></Contents>"
         for p in sorted(case.key_dir("references").iterdir())
     )

@@ -48,17 +48,6 @@ class PartialFile:
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.size - index * self.part_size)
 
-    def write_at(self, offset: int, chunks: list[bytes]) -> None:
-        """Write `chunks` back to back from `offset` (pwritev: no joining copy)."""
-        views = [memoryview(chunk) for chunk in chunks]
-        while views:
-            written = os.pwritev(self.fd, views, offset)
-            offset += written
-            while views and written >= len(views[0]):
-                written -= len(views.pop(0))
-            if written:
-                views[0] = views[0][written:]
-
     def mark_done(self, index: int) -> None:
         self.done.add(index)
         record = {
@@ -87,6 +76,24 @@ class PartialFile:
     def close(self) -> None:
         """Stop for now; the parts and their record stay for the next run."""
         os.close(self.fd)
+
+
+def write_chunks(
+    fd: int, offset: int, chunks: list[bytes], digest: "hashlib._Hash | None" = None
+) -> None:
+    """Write `chunks` back to back from `offset` with pwritev (no joining copy), and
+    feed them to `digest` if given; meant to run in a worker thread."""
+    if digest is not None:
+        for chunk in chunks:
+            digest.update(chunk)
+    views = [memoryview(chunk) for chunk in chunks]
+    while views:
+        written = os.pwritev(fd, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 def _temp(final: Path) -> Path:
