@@ -93,8 +93,13 @@ def build_case(name: str, scale: int) -> Case:
     if name == "realistic":
         case = realistic(scale)
     elif name == "small":
-        case = synthetic(name, {f"jwst_nircam_small_{i:05d}.fits": 2 * KiB + (i * 613) % (6 * KiB)
-                                for i in range(5000)})
+        case = synthetic(
+            name,
+            {
+                f"jwst_nircam_small_{i:05d}.fits": 2 * KiB + (i * 613) % (6 * KiB)
+                for i in range(5000)
+            },
+        )
     else:
         case = synthetic(name, {"jwst_nircam_large_0001.fits": 2 * GiB})
     stamp = case.root / name / "built.json"
@@ -214,8 +219,12 @@ def measure(command: list[str], env: dict[str, str], dest: Path, quiet: bool = T
     log = WORK / f"{dest.name}.log"
     with log.open("w") as errors:
         start = time.perf_counter()
-        process = subprocess.Popen([tool_path(command[0]), *command[1:]], env=env,
-                                   stdout=subprocess.DEVNULL if quiet else None, stderr=errors)
+        process = subprocess.Popen(
+            [tool_path(command[0]), *command[1:]],
+            env=env,
+            stdout=subprocess.DEVNULL if quiet else None,
+            stderr=errors,
+        )
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -232,44 +241,105 @@ def tool_path(name: str) -> str:
 
 def ours(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
     contexts = [arg for name in case.contexts for arg in ("--context", name)]
-    return measure(["crds-s3-sync", "--bucket", BUCKET,
-                    "--prefix", PREFIX, "--observatory", OBS, "--endpoint-url", endpoint,
-                    "--no-sign-request", "--cache", str(dest), "--quiet", *contexts], env, dest)
+    return measure(
+        [
+            "crds-s3-sync",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            PREFIX,
+            "--observatory",
+            OBS,
+            "--endpoint-url",
+            endpoint,
+            "--no-sign-request",
+            "--cache",
+            str(dest),
+            "--quiet",
+            *contexts,
+        ],
+        env,
+        dest,
+    )
 
 
 def s5cmd(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
-    lines = [f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {dest}/{kind}/{OBS}/{name}"
-             for name, v in case.files.items()
-             for kind in (["mappings"] if isinstance(v, bytes) else ["references"])]
+    lines = [
+        f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {dest}/{kind}/{OBS}/{name}"
+        for name, v in case.files.items()
+        for kind in (["mappings"] if isinstance(v, bytes) else ["references"])
+    ]
     commands = case.root / case.name / "s5cmd.txt"
     commands.write_text("\n".join(lines) + "\n")
-    return measure(["s5cmd", "--endpoint-url", endpoint, "--no-sign-request", "--numworkers",
-                    "64", "run", str(commands)], env, dest)
+    return measure(
+        [
+            "s5cmd",
+            "--endpoint-url",
+            endpoint,
+            "--no-sign-request",
+            "--numworkers",
+            "64",
+            "run",
+            str(commands),
+        ],
+        env,
+        dest,
+    )
 
 
 def aws(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
-    return measure(["aws", "s3", "sync", f"s3://{BUCKET}/{PREFIX}/references/{OBS}/",
-                    str(dest / "references" / OBS), "--endpoint-url", endpoint,
-                    "--no-sign-request", "--only-show-errors"], env, dest)
+    return measure(
+        [
+            "aws",
+            "s3",
+            "sync",
+            f"s3://{BUCKET}/{PREFIX}/references/{OBS}/",
+            str(dest / "references" / OBS),
+            "--endpoint-url",
+            endpoint,
+            "--no-sign-request",
+            "--only-show-errors",
+        ],
+        env,
+        dest,
+    )
 
 
 def crds_s3_get(case: Case, endpoint: str, dest: Path, env: dict, sample: int = 24) -> Run:
     """As `crds sync` runs it: one process per file. Sampled, then scaled to the case."""
     refs = sorted(n for n, v in case.files.items() if isinstance(v, int))
     picked = refs[:: max(1, len(refs) // sample)][:sample]
-    config = parse_server_config(
-        (case.key_dir("config") / "server_config").read_text(), "bench")
+    config = parse_server_config((case.key_dir("config") / "server_config").read_text(), "bench")
     total = Run(0.0, 0.0, 0, 0)
     for name in picked:
         meta = config.metadata[name]
-        run = measure(["crds_s3_get", f"s3://{BUCKET}/{PREFIX}/references/{OBS}/{name}",
-                       "-d", str(dest / name), "-s", str(meta.size), "-c", meta.sha1],
-                      env | {"AWS_ENDPOINT_URL": endpoint}, dest)
-        total = Run(total.seconds + run.seconds, max(total.peak_mb, run.peak_mb),
-                    total.files + run.files, total.bytes + run.bytes)
+        run = measure(
+            [
+                "crds_s3_get",
+                f"s3://{BUCKET}/{PREFIX}/references/{OBS}/{name}",
+                "-d",
+                str(dest / name),
+                "-s",
+                str(meta.size),
+                "-c",
+                meta.sha1,
+            ],
+            env | {"AWS_ENDPOINT_URL": endpoint},
+            dest,
+        )
+        total = Run(
+            total.seconds + run.seconds,
+            max(total.peak_mb, run.peak_mb),
+            total.files + run.files,
+            total.bytes + run.bytes,
+        )
     factor = len(case.files) / len(picked)
-    return Run(total.seconds * factor, total.peak_mb, int(total.files * factor),
-               int(total.bytes * len(refs) / len(picked)))
+    return Run(
+        total.seconds * factor,
+        total.peak_mb,
+        int(total.files * factor),
+        int(total.bytes * len(refs) / len(picked)),
+    )
 
 
 TOOLS = {"crds-s3-sync": ours, "s5cmd": s5cmd, "aws": aws, "crds_s3_get": crds_s3_get}
@@ -284,33 +354,47 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=int, default=200)
-    parser.add_argument("--dest", type=Path, default=DEST,
-                        help="where tools write (default: tmpfs, so the disk adds no noise)")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=DEST,
+        help="where tools write (default: tmpfs, so the disk adds no noise)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
     tools = [t for t in args.tools.split(",") if Path(tool_path(t)).exists()]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = os.environ | {"PATH": path,"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                        "AWS_CONFIG_FILE": str(WORK / "aws-config")}
+    env = os.environ | {
+        "PATH": path,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(WORK / "aws-config"),
+    }
     WORK.mkdir(exist_ok=True)
     (WORK / "aws-config").write_text("[default]\ns3 =\n  max_concurrent_requests = 64\n")
-    report = [f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
-              f"{time.strftime('%Y-%m-%d')}. Medians of {args.repeat} runs, tools alternating.\n"]
+    report = [
+        f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
+        f"{time.strftime('%Y-%m-%d')}. Medians of {args.repeat} runs, tools alternating.\n"
+    ]
     for name in args.cases.split(","):
         case = build_case(name, args.scale)
         server, endpoint = start_nginx(case.srv)
         try:
             runs: dict[str, list[Run]] = {tool: [] for tool in tools}
             for repeat in range(args.repeat):
-                order = tools[repeat % len(tools):] + tools[: repeat % len(tools)]
+                order = tools[repeat % len(tools) :] + tools[: repeat % len(tools)]
                 for tool in order:
                     if tool == "crds_s3_get" and repeat > 0:
                         continue  # sampled and scaled: one pass is enough
                     run = TOOLS[tool](case, endpoint, args.dest / tool, env)
                     runs[tool].append(run)
-                    print(f"{name} {tool}: {run.seconds:.2f} s, {run.files} files, "
-                          f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB", flush=True)
+                    print(
+                        f"{name} {tool}: {run.seconds:.2f} s, {run.files} files, "
+                        f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB",
+                        flush=True,
+                    )
         finally:
             server.terminate()
             server.wait()
@@ -323,15 +407,19 @@ def table(case: Case, runs: dict[str, list]) -> str:
     medians = {tool: statistics.median(r.seconds for r in rs) for tool, rs in runs.items() if rs}
     base = medians.get("s5cmd")
     total = sum(v if isinstance(v, int) else len(v) for v in case.files.values())
-    rows = [f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB\n",
-            "| tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB\n",
+        "| tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd |",
+        "|---|---|---|---|---|---|",
+    ]
     for tool, seconds in medians.items():
         peak = max(r.peak_mb for r in runs[tool])
         ratio = f"{seconds / base:.2f}" if base else "-"
         note = " (sampled, scaled)" if tool == "crds_s3_get" else ""
-        rows.append(f"| {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
-                    f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} |")
+        rows.append(
+            f"| {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
+            f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} |"
+        )
     return "\n".join(rows)
 
 
