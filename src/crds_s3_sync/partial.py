@@ -23,6 +23,7 @@ class PartialFile:
     part_size: int
     done: set[int]
     fd: int
+    _buffer: bytearray | None = None
 
     @property
     def temp(self) -> Path:
@@ -59,8 +60,21 @@ class PartialFile:
         _atomic_json(self.record, record)
 
     def hash_part(self, index: int, digest: "hashlib._Hash") -> None:
-        """Feed part `index` to `digest`, read back (from the page cache, normally)."""
-        digest.update(os.pread(self.fd, self.part_length(index), index * self.part_size))
+        """Feed part `index` to `digest`, read back (from the page cache, normally).
+
+        One buffer serves every part (the cursor hashes one part at a time): a
+        fresh 8 MiB bytes object per part would cost thousands of page faults.
+        """
+        if self._buffer is None:
+            self._buffer = bytearray(self.part_size)
+        view = memoryview(self._buffer)[: self.part_length(index)]
+        offset, filled = index * self.part_size, 0
+        while filled < len(view):
+            got = os.preadv(self.fd, [view[filled:]], offset + filled)
+            if got == 0:
+                raise OSError(f"{self.temp}: shorter than part {index} needs")
+            filled += got
+        digest.update(view)
 
     def finish(self) -> None:
         """The whole file is verified: move it into place and forget the record."""
