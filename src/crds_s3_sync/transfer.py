@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 from botocore.exceptions import BotoCoreError
@@ -113,7 +114,7 @@ class Transfer:
                 await self._retrying(spec, lambda: self._ranged(spec, final, size))
             else:
                 await self._retrying(spec, lambda: self._whole(spec, final, size))
-        except (SourceError, ChecksumMismatch, OSError, BotoCoreError) as exc:
+        except (SourceError, ChecksumMismatch, OSError, BotoCoreError, aiohttp.ClientError) as exc:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
             return
