@@ -50,7 +50,7 @@ class ChecksumMismatch(Exception):
 class TransferOptions:
     jobs: int = 64  # requests in flight, across all files
     part_size: int = 8 * MiB
-    threshold: int = 16 * MiB  # files at least this big are fetched in ranged parts
+    threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
 
     @property
