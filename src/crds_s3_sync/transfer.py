@@ -111,9 +111,9 @@ class Transfer:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(final.parent)
             if size >= self.options.threshold and spec.name not in self.prefetched:
-                await self._retrying(spec, lambda: self._ranged(spec, final, size))
+                await self._retrying(lambda: self._ranged(spec, final, size), spec)
             else:
-                await self._retrying(spec, lambda: self._whole(spec, final, size))
+                await self._retrying(lambda: self._whole(spec, final, size), spec)
         except (SourceError, ChecksumMismatch, OSError, BotoCoreError, aiohttp.ClientError) as exc:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
@@ -141,10 +141,16 @@ class Transfer:
             return True
         return await self._off_loop(sha1_of_file, final) == spec.sha1
 
-    async def _retrying(self, spec: FileSpec, attempt_once: Callable[[], Awaitable[None]]) -> None:
-        """Whole-file retries: a transient failure or a SHA-1 mismatch gets another try."""
+    async def _retrying(
+        self, attempt_once: Callable[[], Awaitable[None]], spec: FileSpec | None = None
+    ) -> None:
+        """Retry a transient failure or a SHA-1 mismatch, with backoff.
+
+        With `spec` the attempt is a whole file, and progress starts it over.
+        """
         for attempt in range(1, ATTEMPTS + 1):
-            self.progress.started(spec)
+            if spec:
+                self.progress.started(spec)
             try:
                 await attempt_once()
                 return
@@ -154,7 +160,8 @@ class Transfer:
                 ):
                     raise
                 self.report.retries += 1
-                self.progress.restarted(spec)
+                if spec:
+                    self.progress.restarted(spec)
                 await anyio.sleep(backoff(attempt))
 
     async def _off_loop(self, func: Callable[..., T], *args: object) -> T:
@@ -259,17 +266,7 @@ class Transfer:
 
         async def fetch(index: int) -> None:
             start, length = index * partial.part_size, partial.part_length(index)
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    await self._fetch_part(spec, partial, start, length)
-                    break
-                except Exception as exc:
-                    if attempt == ATTEMPTS or not (
-                        is_transient(exc) or isinstance(exc, ChecksumMismatch)
-                    ):
-                        raise
-                    self.report.retries += 1
-                    await anyio.sleep(backoff(attempt))
+            await self._retrying(lambda: self._fetch_part(spec, partial, start, length))
             partial.mark_done(index)
             self.progress.advanced(spec, length)
             ready[index].set()
