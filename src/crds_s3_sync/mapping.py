@@ -115,6 +115,8 @@ def _evaluate_module(name: str, text: str) -> dict[str, Any]:
 
 def _literal(node: ast.expr, name: str) -> Any:
     """Like ast.literal_eval, plus calls to CRDS selectors with one dict argument."""
+    if isinstance(node, ast.Constant):  # most nodes: skip literal_eval's own walk
+        return node.value
     if isinstance(node, ast.Call):
         func = node.func.id if isinstance(node.func, ast.Name) else None
         if func not in SELECTOR_NAMES:

@@ -5,8 +5,11 @@ attacker with write access to a bucket controls. Only plain CRDS file names are
 accepted, so that joining a name to a cache directory can never leave it.
 """
 
+import re
+
 from .errors import UnsafeNameError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # ext4, XFS and most network file systems refuse longer components.
 MAX_NAME_BYTES = 255
 
@@ -33,7 +36,7 @@ def _problem(name: str) -> str | None:
     if name.startswith("."):
         # Also keeps the cache's own hidden temporary files out of reach.
         return "starts with '.'"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         return "contains a control character"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"longer than {MAX_NAME_BYTES} bytes"
