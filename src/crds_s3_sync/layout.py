@@ -14,10 +14,8 @@ from pathlib import Path, PurePosixPath
 from .errors import SyncError
 from .settings import Layout
 
-MODE_FILE = "ref_cache_subdir_mode"
-_HOST = socket.gethostname().replace(".", "-")[
-    :32
-]  # shared caches span machines  # crds.core.config.CRDS_SUBDIR_TAG_FILE
+MODE_FILE = "ref_cache_subdir_mode"  # crds.core.config.CRDS_SUBDIR_TAG_FILE
+_HOST = socket.gethostname().replace(".", "-")[:32]  # shared caches span machines
 
 
 class Kind(StrEnum):

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import atomic_write
+
 
 @dataclass
 class PartialFile:
@@ -35,7 +37,7 @@ class PartialFile:
 
     @property
     def count(self) -> int:
-        return -(-self.size // self.part_size)
+        return _part_count(self.size, self.part_size)
 
     @classmethod
     def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
@@ -57,7 +59,7 @@ class PartialFile:
             "part_size": self.part_size,
             "done": sorted(self.done),
         }
-        _atomic_json(self.record, record)
+        atomic_write(self.record, json.dumps(record).encode())
 
     def hash_part(self, index: int, digest: "hashlib._Hash") -> None:
         """Feed part `index` to `digest`, read back (from the page cache, normally).
@@ -110,6 +112,10 @@ def write_chunks(
             views[0] = views[0][written:]
 
 
+def _part_count(size: int, part_size: int) -> int:
+    return -(-size // part_size)
+
+
 def _temp(final: Path) -> Path:
     return final.with_name(f".{final.name}.part")
 
@@ -125,13 +131,7 @@ def _completed_parts(final: Path, size: int, sha1: str | None, part_size: int) -
             return set()
         if _temp(final).stat().st_size != size:
             return set()
-        count = -(-size // part_size)
+        count = _part_count(size, part_size)
         return {i for i in record["done"] if isinstance(i, int) and 0 <= i < count}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-
-
-def _atomic_json(path: Path, value: object) -> None:
-    temp = path.with_name(path.name + ".new")
-    temp.write_text(json.dumps(value))
-    os.replace(temp, path)

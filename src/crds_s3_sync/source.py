@@ -1,10 +1,10 @@
 """S3 access: one aioboto3 client shared by every stage of a sync.
 
-The client's connection pool is sized to the transfers in flight, and
-botocore's "standard" retry mode already retries throttling (503 SlowDown),
-5xx answers and connection errors on each request with exponential backoff and
-jitter. What botocore cannot retry (a body cut off mid-stream) the transfer
-stage retries itself; see `is_transient`.
+botocore resolves endpoints, signs, lists and HEADs, with its "standard" retry
+mode (throttling, 5xx, connection errors; exponential backoff with jitter).
+Object GETs go through aiohttp with URLs botocore signs (see `open`), so their
+retries are ours: `get_bytes` here, the transfer stage for downloads, both
+deciding with `is_transient`.
 """
 
 import random
@@ -26,15 +26,13 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError,
     EndpointConnectionError,
-    IncompleteReadError,
     ReadTimeoutError,
-    ResponseStreamingError,
 )
 
 from .errors import SourceError
 from .settings import PUBLIC_BUCKETS, Location, Settings
 
-# Tries per object for failures botocore does not retry itself (a body cut short).
+# Tries per object GET (or part) before it is reported failed.
 ATTEMPTS = 5
 
 
@@ -169,18 +167,21 @@ class S3Source:
         return request.url
 
     def _refusal(self, status: int, body: bytes, where: str) -> SourceError:
-        """An S3 error answer as one line: its status and XML error code."""
+        """An S3 error answer (status and XML error code) as one line."""
         match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
         code = match.group(1).decode(errors="replace") if match else str(status)
+        return self._classify(where, status, code, f"HTTP {status} {code}")
+
+    def _classify(self, where: str, status: int | None, code: str, detail: str) -> SourceError:
+        """One verdict for S3's answers, whether aiohttp or botocore received them."""
         if code == "NoSuchBucket":
             return SourceError(f"{where}: no such bucket")
-        if status == 404:
+        if code in ("NoSuchKey", "NotFound") or status == 404:
             return NotFound(f"{where}: no such object")
-        if status == 403:
+        if code in ("AccessDenied", "InvalidAccessKeyId", "Forbidden") or status == 403:
             return SourceError(f"{where}: access denied{self._credentials_hint()}")
-        if status >= 500 or code in _THROTTLING:
-            return Transient(f"{where}: HTTP {status} {code}")
-        return SourceError(f"{where}: HTTP {status} {code}")
+        kind = Transient if code in _THROTTLING or (status or 0) >= 500 else SourceError
+        return kind(f"{where}: {detail}")
 
     def _credentials_hint(self) -> str:
         if self.unsigned and not self.credentials_found:
@@ -218,14 +219,7 @@ class S3Source:
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "NoSuchBucket":
-                return SourceError(f"{where}: no such bucket {bucket!r}")
-            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-                return NotFound(f"{where}: no such object")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "Forbidden") or status == 403:
-                return SourceError(f"{where}: access denied{self._credentials_hint()}")
-            kind = Transient if code in _THROTTLING or (status or 0) >= 500 else SourceError
-            return kind(f"{where}: {code or status}: {_one_line(exc)}")
+            return self._classify(where, status, code, f"{code or status}: {_one_line(exc)}")
         if isinstance(exc, EndpointConnectionError):
             return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
         if isinstance(exc, ConnectionError | ReadTimeoutError):
@@ -234,17 +228,11 @@ class S3Source:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth another try: throttling, a server error, a dropped or stalled stream."""
-    return isinstance(
-        exc,
-        Transient
-        | aiohttp.ClientError
-        | ConnectionError
-        | ReadTimeoutError
-        | IncompleteReadError
-        | ResponseStreamingError
-        | TimeoutError,
-    )
+    """Worth another try: throttling, a server error, a dropped or stalled stream.
+
+    botocore's own errors never get here: `explain` turns them into SourceErrors.
+    """
+    return isinstance(exc, Transient | aiohttp.ClientError | TimeoutError)
 
 
 def backoff(attempt: int, base: float = 0.25, cap: float = 20.0) -> float:

@@ -24,7 +24,6 @@ from typing import TypeVar
 import aiohttp
 import anyio
 from anyio.abc import TaskGroup
-from botocore.exceptions import BotoCoreError
 
 from .layout import temporary_path
 from .partial import PartialFile, write_chunks
@@ -114,7 +113,7 @@ class Transfer:
                 await self._retrying(lambda: self._ranged(spec, final, size), spec)
             else:
                 await self._retrying(lambda: self._whole(spec, final, size), spec)
-        except (SourceError, ChecksumMismatch, OSError, BotoCoreError, aiohttp.ClientError) as exc:
+        except (SourceError, ChecksumMismatch, OSError, aiohttp.ClientError) as exc:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
             return
