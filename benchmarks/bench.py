@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pprint
+import shlex
 import shutil
 import socket
 import statistics
@@ -264,6 +265,17 @@ def ours(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
 
 
 def s5cmd(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
+    return measure(s5cmd_command(case, endpoint, dest), env, dest)
+
+
+def s5cmd_sha1sum(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
+    """s5cmd, then sha1sum on both cores: what verifying costs a tool that does not."""
+    command = shlex.join(s5cmd_command(case, endpoint, dest))
+    check = f"find {shlex.quote(str(dest))} -type f -print0 | xargs -0 -P 2 -n 64 sha1sum"
+    return measure(["sh", "-c", f"{command} >/dev/null && {check}"], env, dest)
+
+
+def s5cmd_command(case: Case, endpoint: str, dest: Path) -> list[str]:
     lines = [
         f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {dest}/{kind}/{OBS}/{name}"
         for name, v in case.files.items()
@@ -271,20 +283,16 @@ def s5cmd(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
     ]
     commands = case.root / case.name / "s5cmd.txt"
     commands.write_text("\n".join(lines) + "\n")
-    return measure(
-        [
-            "s5cmd",
-            "--endpoint-url",
-            endpoint,
-            "--no-sign-request",
-            "--numworkers",
-            "64",
-            "run",
-            str(commands),
-        ],
-        env,
-        dest,
-    )
+    return [
+        tool_path("s5cmd"),
+        "--endpoint-url",
+        endpoint,
+        "--no-sign-request",
+        "--numworkers",
+        "64",
+        "run",
+        str(commands),
+    ]
 
 
 def aws(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
@@ -339,7 +347,13 @@ def crds_s3_get(case: Case, endpoint: str, dest: Path, env: dict, sample: int = 
     )
 
 
-TOOLS = {"crds-s3-sync": ours, "s5cmd": s5cmd, "aws": aws, "crds_s3_get": crds_s3_get}
+TOOLS = {
+    "crds-s3-sync": ours,
+    "s5cmd": s5cmd,
+    "s5cmd+sha1sum": s5cmd_sha1sum,
+    "aws": aws,
+    "crds_s3_get": crds_s3_get,
+}
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -359,7 +373,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
-    tools = [t for t in args.tools.split(",") if Path(tool_path(t)).exists()]
+    tools = [t for t in args.tools.split(",") if Path(tool_path(t.partition("+")[0])).exists()]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = os.environ | {
         "PATH": path,

@@ -46,36 +46,33 @@ def test_a_corrupt_large_object_leaves_nothing(make_bucket, cli, s3, tmp_path: P
     assert leftovers(cache) == []
 
 
+def interrupt_after_parts(bucket, cache: Path, parts: int, sig: signal.Signals) -> int:
+    """Run a sync of one big file a part at a time; send `sig` once `parts` parts are
+    recorded done; return its exit status (waiting at most 20 s for it to end)."""
+    record = cache / "references/roman" / f".{FLAT}.part.json"
+    command = [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--all"]
+    command += ["--cache", str(cache), "--jobs", "1", "--quiet", *PARTS]
+    run = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        done: list[int] = []
+        while len(done) < parts and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.01)
+            with contextlib.suppress(OSError, ValueError):
+                done = json.loads(record.read_text())["done"]
+        assert len(done) >= parts, "the run never got going"
+        run.send_signal(sig)
+        return run.wait(timeout=20)
+    finally:
+        run.kill()
+        run.wait()
+
+
 def test_a_killed_download_resumes_with_the_parts_it_had(make_bucket, cli, tmp_path) -> None:
     size = 24 << 20  # 384 parts of 64 KiB, fetched one at a time: slow enough to interrupt
     bucket = make_bucket("roman", sizes={FLAT: size})
     cache = tmp_path / "cache"
-    record = cache / "references/roman" / f".{FLAT}.part.json"
-    command = [
-        sys.executable,
-        "-m",
-        "crds_s3_sync",
-        *bucket.args(),
-        "--all",
-        "--cache",
-        str(cache),
-        "--jobs",
-        "1",
-        "--quiet",
-        *PARTS,
-    ]
-    first = subprocess.Popen(command, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 60
-        done: list[int] = []
-        while len(done) < 20 and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.01)
-            with contextlib.suppress(OSError, ValueError):
-                done = json.loads(record.read_text())["done"]
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    assert len(done) >= 20, "the first run never got going"
+    assert interrupt_after_parts(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
     assert not (cache / "references/roman" / FLAT).exists(), "a partial file under its name"
 
     result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
@@ -88,6 +85,15 @@ def test_a_killed_download_resumes_with_the_parts_it_had(make_bucket, cli, tmp_p
         hashlib.sha1(local.read_bytes()).digest() == hashlib.sha1(bucket.references[FLAT]).digest()
     )
     assert leftovers(cache) == []
+
+
+def test_ctrl_c_stops_at_once_and_keeps_the_parts(make_bucket, tmp_path) -> None:
+    bucket = make_bucket("roman", sizes={FLAT: 24 << 20})
+    cache = tmp_path / "cache"
+    assert interrupt_after_parts(bucket, cache, 5, signal.SIGINT) == 130
+    assert not (cache / "references/roman" / FLAT).exists()
+    record = cache / "references/roman" / f".{FLAT}.part.json"
+    assert len(json.loads(record.read_text())["done"]) >= 5
 
 
 def test_a_record_for_another_part_size_is_not_trusted(make_bucket, cli, tmp_path) -> None:
@@ -110,3 +116,29 @@ def test_a_record_for_another_part_size_is_not_trusted(make_bucket, cli, tmp_pat
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["resumed_bytes"] == 0
     assert final.read_bytes() == bucket.references[FLAT]
+
+
+def test_a_mid_size_file_is_one_verified_stream(make_bucket, cli, tmp_path: Path) -> None:
+    size = (3 << 20) + 7  # above the in-memory limit, below the ranged threshold
+    bucket = make_bucket("roman", sizes={FLAT: size})
+    cache = tmp_path / "cache"
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert (cache / "references/roman" / FLAT).read_bytes() == bucket.references[FLAT]
+    assert leftovers(cache) == []
+
+
+def test_an_object_longer_than_server_config_says_fails_alone(
+    make_bucket, cli, s3, tmp_path: Path
+) -> None:
+    bucket = make_bucket("roman", sizes={FLAT: 2 << 20})
+    longer = bucket.references[FLAT] + b"extra"
+    s3.put_object(Bucket=bucket.name, Key=f"crds/references/roman/{FLAT}", Body=longer)
+    cache = tmp_path / "cache"
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q")
+    assert result.exit_code == 1
+    failed = json.loads(result.stdout)["failed"]
+    assert [f["name"] for f in failed] == [FLAT]
+    assert f"object is {len(longer)} bytes" in failed[0]["error"]
+    assert not (cache / "references/roman" / FLAT).exists()
+    assert leftovers(cache) == []

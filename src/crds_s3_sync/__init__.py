@@ -3,13 +3,15 @@
 A sync runs these stages, each in its own module (`sync.py` runs them in order):
 
 - `settings`: flags, CRDS_* environment variables and presets -> `Settings`
-- `source`: the one aioboto3 S3 client (signed or anonymous) and its errors
+- `source`: the one aioboto3 S3 client (signed or anonymous) and its errors;
+  `bulk` reads bodies over 1 MiB on worker threads, straight into the file
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `walker`: chosen contexts -> every mapping and reference they need
 - `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path)
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
-- `transfer`: the worker pool that downloads, verifies and renames into place
+- `transfer`: the worker pool that downloads, verifies and renames into place;
+  `partial` keeps a large file's completed parts across runs
 - `progress`: the rich dashboard, plain log lines, or silence
 - `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket
 - `demo`: a local S3 server with a bucket built from real CRDS rules

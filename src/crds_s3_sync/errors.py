@@ -20,3 +20,11 @@ class FormatError(SyncError):
 
 class SourceError(SyncError):
     """The bucket, prefix or object cannot be reached, or access is denied."""
+
+
+class NotFound(SourceError):
+    """The object does not exist (a context or file missing from the bucket)."""
+
+
+class Transient(SourceError):
+    """A failure that may not happen again: throttling, a server error, a lost connection."""

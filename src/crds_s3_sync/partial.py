@@ -94,24 +94,6 @@ class PartialFile:
         os.close(self.fd)
 
 
-def write_chunks(
-    fd: int, offset: int, chunks: list[bytes], digest: "hashlib._Hash | None" = None
-) -> None:
-    """Write `chunks` back to back from `offset` with pwritev (no joining copy), and
-    feed them to `digest` if given; meant to run in a worker thread."""
-    if digest is not None:
-        for chunk in chunks:
-            digest.update(chunk)
-    views = [memoryview(chunk) for chunk in chunks]
-    while views:
-        written = os.pwritev(fd, views, offset)
-        offset += written
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
-
-
 def _part_count(size: int, part_size: int) -> int:
     return -(-size // part_size)
 

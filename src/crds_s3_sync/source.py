@@ -7,6 +7,7 @@ retries are ours: `get_bytes` here, the transfer stage for downloads, both
 deciding with `is_transient`.
 """
 
+import hashlib
 import random
 import re
 from collections.abc import AsyncIterator
@@ -29,19 +30,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .errors import SourceError
+from .bulk import THREADS as BULK_THREADS
+from .bulk import BulkReader
+from .errors import NotFound, SourceError, Transient
 from .settings import PUBLIC_BUCKETS, Location, Settings
 
 # Tries per object GET (or part) before it is reported failed.
 ATTEMPTS = 5
-
-
-class NotFound(SourceError):
-    """The object does not exist (a context or file missing from the bucket)."""
-
-
-class Transient(SourceError):
-    """A failure that may not happen again: throttling, a server error, a lost connection."""
 
 
 _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
@@ -98,6 +93,8 @@ class S3Source:
                 auto_decompress=False,  # the stored bytes are what the SHA-1 covers
             )
         )
+        self._bulk = BulkReader(min(BULK_THREADS, self.connections), 60, self._refusal)
+        self._stack.callback(self._bulk.close)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -129,13 +126,7 @@ class S3Source:
         request and made the event loop the bottleneck for small files; aiohttp,
         which aiobotocore uses anyway, sends them to the URL `_url` makes.
         """
-        key = location.key(name)
-        where = f"s3://{location.bucket}/{key}"
-        try:
-            url = await self._url(location.bucket, key)
-        except BotoCoreError as exc:
-            raise self.explain(exc, location.bucket, key) from None
-        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        url, headers, where = await self._request(location, name, byte_range)
         try:
             response = await self._http.get(url, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -144,6 +135,33 @@ class S3Source:
             if response.status not in (200, 206) or (byte_range and response.status != 206):
                 raise self._refusal(response.status, await response.content.read(4096), where)
             yield ObjectStream(response.content, int(response.headers["Content-Length"]))
+
+    async def copy_into(
+        self,
+        location: Location,
+        name: str,
+        fd: int,
+        offset: int,
+        length: int,
+        byte_range: tuple[int, int] | None = None,
+        digest: "hashlib._Hash | None" = None,
+    ) -> None:
+        """Write one object, or the inclusive `byte_range` of it, to `fd` at `offset`,
+        feeding `digest` on the way; for big bodies (see `bulk`)."""
+        url, headers, where = await self._request(location, name, byte_range)
+        await self._bulk.copy(url, headers, fd, offset, length, where, digest)
+
+    async def _request(
+        self, location: Location, name: str, byte_range: tuple[int, int] | None
+    ) -> tuple[str, dict[str, str], str]:
+        """URL, headers, and the s3:// address that error messages name."""
+        key = location.key(name)
+        try:
+            url = await self._url(location.bucket, key)
+        except BotoCoreError as exc:
+            raise self.explain(exc, location.bucket, key) from None
+        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        return url, headers, f"s3://{location.bucket}/{key}"
 
     async def _url(self, bucket: str, key: str) -> str:
         """A GET URL for `key`, presigned with SigV4 unless requests are anonymous.

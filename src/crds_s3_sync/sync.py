@@ -9,13 +9,13 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .errors import FormatError, SyncError
+from .errors import FormatError, NotFound, SyncError
 from .layout import Kind, check_cache_layout, relative_path, write_cache_config
 from .plan import SERVER_CONFIG, FileSpec, build_plan
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
 from .settings import Settings
-from .source import NotFound, S3Source
+from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
 from .walker import Selection, select_contexts, walk
 

@@ -26,14 +26,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .layout import temporary_path
-from .partial import PartialFile, write_chunks
+from .partial import PartialFile
 from .plan import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
-from .source import ATTEMPTS, ObjectStream, S3Source, SourceError, backoff, is_transient
+from .source import ATTEMPTS, S3Source, SourceError, backoff, is_transient
 
 MiB = 1 << 20
-CHUNK = MiB  # bytes gathered per write (and hash update) when streaming
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 HASH_BLOCK = 4 * MiB
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
@@ -193,46 +192,12 @@ class Transfer:
         digest = hashlib.sha1()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            async with self._requests, self.source.open(spec.source, spec.name) as stream:
-                _check_object_size(spec, stream.size, size)
-                received = await self._copy(
-                    stream, fd, 0, size, digest, lambda n: self.progress.advanced(spec, n)
-                )
+            async with self._requests:
+                await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
         finally:
             os.close(fd)
-        _check_digest(spec, received, size, digest.hexdigest())
-
-    async def _copy(
-        self,
-        stream: ObjectStream,
-        fd: int,
-        offset: int,
-        limit: int,
-        digest: "hashlib._Hash | None" = None,
-        on_bytes: Callable[[int], None] | None = None,
-    ) -> int:
-        """Copy a body to `fd` at `offset`; return the bytes received.
-
-        Chunks are taken as aiohttp received them (no joining copies) and written,
-        a megabyte at a time, with one pwritev (and SHA-1 update) in a thread, so
-        copying and hashing run on the second core while the loop reads sockets.
-        """
-        received, batch, batch_bytes = 0, [], 0
-        while True:
-            chunk = await stream.body.readany()
-            if chunk:
-                batch.append(chunk)
-                batch_bytes += len(chunk)
-            if batch and (not chunk or batch_bytes >= CHUNK):
-                if received + batch_bytes > limit:
-                    return received + batch_bytes  # too long: the caller's check fails
-                await self._off_loop(write_chunks, fd, offset + received, batch, digest)
-                received += batch_bytes
-                if on_bytes:
-                    on_bytes(batch_bytes)
-                batch, batch_bytes = [], 0
-            if not chunk:
-                return received
+        self.progress.advanced(spec, size)
+        _check_digest(spec, size, size, digest.hexdigest())
 
     # -- ranged parts ------------------------------------------------------------------
 
@@ -289,13 +254,11 @@ class Transfer:
     async def _fetch_part(
         self, spec: FileSpec, partial: PartialFile, start: int, length: int
     ) -> None:
-        async with (
-            self._requests,
-            self.source.open(spec.source, spec.name, (start, start + length - 1)) as stream,
-        ):
-            received = await self._copy(stream, partial.fd, start, length)
-        if received != length:
-            raise ChecksumMismatch(f"{spec.name}: bytes {start}+{length}: got {received}")
+        byte_range = (start, start + length - 1)
+        async with self._requests:
+            await self.source.copy_into(
+                spec.source, spec.name, partial.fd, start, length, byte_range
+            )
 
 
 def _check_object_size(spec: FileSpec, actual: int, expected: int) -> None:
