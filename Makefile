@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@command -v nginx >/dev/null || { echo "bench: nginx is needed (apt-get install nginx-light)"; exit 1; }
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/pickles.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

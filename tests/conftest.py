@@ -100,8 +100,12 @@ def make_bucket(s3, endpoint: str) -> MakeBucket:
         mappings: list[str] | None = None,
         rules: Path = RULES,
         sizes: dict[str, int] | None = None,
+        pickles: dict[str, bytes] | None = None,
+        operational: str | None = None,
     ) -> Bucket:
-        """`sizes` overrides the synthetic size of named references."""
+        """`sizes` overrides the synthetic size of named references; `pickles` makes an
+        HST-style bucket ({context: pickle}, no mappings); `operational` names the
+        server_config's operational context."""
         name = f"test-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=name)
 
@@ -109,7 +113,16 @@ def make_bucket(s3, endpoint: str) -> MakeBucket:
             return (sizes or {}).get(ref) or reference_size(ref)
 
         refs = build_bucket(
-            s3, name, prefix, rules, observatory, size_of, public=public, mappings=mappings
+            s3,
+            name,
+            prefix,
+            rules,
+            observatory,
+            size_of,
+            public=public,
+            mappings=mappings,
+            pickles=pickles,
+            operational=operational,
         )
         return Bucket(name, prefix, observatory, endpoint, refs)
 

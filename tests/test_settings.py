@@ -88,3 +88,28 @@ def test_default_cache_is_crds_s3_sets() -> None:
 def test_bad_settings(kwargs: dict, environ: dict, message: str) -> None:
     with pytest.raises(SyncError, match=message):
         resolve_settings(**kwargs, environ=environ)
+
+
+def test_hst_pickles_live_beside_the_references() -> None:
+    settings = resolve_settings(observatory="hst", env=Env.ops, environ={})
+    assert settings.pickles.bucket == "hst-crds-cache-ops"
+    assert settings.pickles.key("hst_0729.pmap.pkl") == "pickles/hst/hst_0729.pmap.pkl"
+    assert not settings.use_pickles  # decided by what the bucket holds
+    moved = resolve_settings(
+        observatory="hst", environ={"CRDS_PICKLE_URI": "s3://mirror/crds/pickles/hst"}
+    )
+    assert (moved.pickles.bucket, moved.pickles.prefix) == ("mirror", "crds/pickles/hst")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("true", True), ("T", True), ("0", False), ("", False)]
+)
+def test_pickled_contexts_variable_reads_as_crds_reads_it(value: str, expected: bool) -> None:
+    settings = resolve_settings(environ={"CRDS_USE_PICKLED_CONTEXTS": value})
+    assert settings.use_pickles is expected
+    assert resolve_settings(pickles=True, environ={}).use_pickles
+
+
+def test_a_pickled_contexts_value_crds_would_refuse_is_refused() -> None:
+    with pytest.raises(SyncError, match="CRDS_USE_PICKLED_CONTEXTS='maybe'"):
+        resolve_settings(environ={"CRDS_USE_PICKLED_CONTEXTS": "maybe"})

@@ -7,6 +7,7 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
   `bulk` reads bodies over 1 MiB on worker threads, straight into the file
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
+- `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
 - `walker`: chosen contexts -> every mapping and reference they need
 - `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path)
 - `layout`: where files go in the cache (flat | instrument) and crds's config files

@@ -108,6 +108,15 @@ def run(
             rich_help_panel=SOURCE,
         ),
     ] = False,
+    pickles: Annotated[
+        bool,
+        typer.Option(
+            "--pickles",
+            help="Walk contexts from the bucket's context pickles, as HST's buckets hold them"
+            " (automatic when there are pickles and no mappings; env CRDS_USE_PICKLED_CONTEXTS).",
+            rich_help_panel=SOURCE,
+        ),
+    ] = False,
     cache: Annotated[
         Path | None,
         typer.Option(
@@ -141,7 +150,7 @@ def run(
             rich_help_panel=RUN,
             help="Size of one ranged GET of a large file (e.g. 8M, 512K).",
         ),
-    ] = "8M",
+    ] = f"{TransferOptions.part_size >> 20}M",
     threshold: Annotated[
         int,
         typer.Option(
@@ -151,7 +160,7 @@ def run(
             rich_help_panel=RUN,
             help="Files this big or bigger are fetched as concurrent ranged GETs.",
         ),
-    ] = "16M",
+    ] = f"{TransferOptions.threshold >> 20}M",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan only; write nothing.", rich_help_panel=RUN)
     ] = False,
@@ -196,6 +205,7 @@ def run(
             no_sign_request=no_sign_request,
             cache=cache,
             layout=layout,
+            pickles=pickles,
         )
         options = SyncOptions(
             Selection(all=all_, last=last, names=names),

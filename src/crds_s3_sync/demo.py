@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .mapping import is_mapping_name, parse_mapping
+from .pickles import read_context_pickle
 from .server_config import parse_server_config
 
 DEMO_BUCKET = "crds-demo"
@@ -55,26 +56,38 @@ def build_bucket(
     reference_size: Callable[[str], int],
     public: bool = False,
     mappings: list[str] | None = None,
+    pickles: dict[str, bytes] | None = None,
+    operational: str | None = None,
 ) -> dict[str, bytes]:
     """Upload config, mappings and synthetic references; return the references' bytes.
 
     `rules_dir` holds `mappings/<obs>/` and `config/<obs>/server_config` (real
     files). `mappings` limits which mapping files are uploaded (default: all).
+    With `pickles` ({context: pickle bytes}) the bucket is laid out as HST's
+    are: context pickles and no mapping files. `operational` overrides the
+    server_config's operational context.
     """
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     extra = {"ACL": "public-read"} if public else {}
     mapping_dir = rules_dir / "mappings" / observatory
-    names = mappings or sorted(p.name for p in mapping_dir.iterdir() if is_mapping_name(p.name))
     metadata: dict[str, tuple[int, str]] = {}
     references: dict[str, bytes] = {}
-    for name in names:
-        data = (mapping_dir / name).read_bytes()
-        metadata[name] = (len(data), hashlib.sha1(data).hexdigest())
-        client.put_object(
-            Bucket=bucket, Key=f"{base}mappings/{observatory}/{name}", Body=data, **extra
-        )
-        for ref in parse_mapping(name, data.decode()).references:
-            references.setdefault(ref, synthetic_reference(ref, reference_size(ref)))
+    files: dict[str, bytes] = {}  # key under the prefix -> bytes
+    refs: list[str] = []
+    if pickles is not None:
+        for context, data in pickles.items():
+            files[f"pickles/{observatory}/{context}.pkl"] = data
+            refs += [r for m in read_context_pickle(context, data, context) for r in m.references]
+    else:
+        names = mappings or sorted(p.name for p in mapping_dir.iterdir() if is_mapping_name(p.name))
+        for name in names:
+            data = files[f"mappings/{observatory}/{name}"] = (mapping_dir / name).read_bytes()
+            metadata[name] = (len(data), hashlib.sha1(data).hexdigest())
+            refs += parse_mapping(name, data.decode()).references
+    for key, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{base}{key}", Body=data, **extra)
+    for ref in refs:
+        references.setdefault(ref, synthetic_reference(ref, reference_size(ref)))
     for ref, data in references.items():
         metadata[ref] = (len(data), hashlib.sha1(data).hexdigest())
         client.put_object(
@@ -83,6 +96,8 @@ def build_bucket(
     config_text = (rules_dir / "config" / observatory / "server_config").read_text()
     config = parse_server_config(config_text, observatory).raw
     config["download_metadata"] = encode_metadata(metadata)
+    if operational:
+        config["operational_context"] = operational
     client.put_object(
         Bucket=bucket,
         Key=f"{base}config/{observatory}/server_config",

@@ -43,7 +43,8 @@ def build_plan(
     settings: Settings,
     mappings_only: bool = False,
 ) -> list[FileSpec]:
-    """Mappings first (they are small and make the cache usable early), then references."""
+    """Mappings (or context pickles) first: they are small and make the cache usable
+    early; then references."""
     obs, layout = settings.observatory, settings.layout
 
     def spec(
@@ -64,12 +65,23 @@ def build_plan(
             relative_path(kind, name, obs, layout, instrument),
         )
 
-    config_meta = FileMeta(len(server_config_bytes), hashlib.sha1(server_config_bytes).hexdigest())
+    config_meta = _meta_of(server_config_bytes)
     plan = [spec(Kind.config, SERVER_CONFIG, settings.config, meta=config_meta)]
-    plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]
+    if walk.pickles:  # HST: the context pickles stand in for the mapping files
+        plan += [
+            spec(Kind.pickle, name, settings.pickles, meta=_meta_of(data))
+            for name, data in sorted(walk.pickles.items())
+        ]
+    else:
+        plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]
     if not mappings_only:
         plan += [
             spec(Kind.reference, name, settings.references, walk.references[name])
             for name in sorted(walk.references)
         ]
     return plan
+
+
+def _meta_of(data: bytes) -> FileMeta:
+    """For files the walk already holds: the cache gets exactly the bytes it read."""
+    return FileMeta(len(data), hashlib.sha1(data).hexdigest())

@@ -62,11 +62,13 @@ class Settings:
     config: Location
     mappings: Location
     references: Location
+    pickles: Location  # HST: one pickle per context, in place of mapping files
     endpoint_url: str | None
     unsigned: bool | None  # None: decide from the bucket and the credentials found
     cache: Path
     cache_is_default: bool
     layout: Layout
+    use_pickles: bool = False  # walk contexts from pickles even if mappings exist
 
 
 def resolve_settings(
@@ -79,6 +81,7 @@ def resolve_settings(
     no_sign_request: bool = False,
     cache: Path | None = None,
     layout: Layout | None = None,
+    pickles: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Combine flags (the keyword arguments) with `environ` and the presets."""
@@ -88,6 +91,7 @@ def resolve_settings(
             ("config", "CRDS_CONFIG_URI"),
             ("mappings", "CRDS_MAPPING_URI"),
             ("references", "CRDS_REFERENCE_URI"),
+            ("pickles", "CRDS_PICKLE_URI"),
         )
         if environ.get(var)
     }
@@ -129,12 +133,24 @@ def resolve_settings(
         config=location("config"),
         mappings=location("mappings"),
         references=location("references"),
+        pickles=location("pickles"),
         endpoint_url=endpoint_url or environ.get("AWS_ENDPOINT_URL") or None,
         unsigned=True if no_sign_request else None,
         cache=(cache_dir or DEFAULT_CACHE).expanduser().absolute(),
         cache_is_default=cache_dir is None,
         layout=Layout(mode),
+        use_pickles=pickles or _env_bool(environ, "CRDS_USE_PICKLED_CONTEXTS"),
     )
+
+
+def _env_bool(environ: Mapping[str, str], var: str) -> bool:
+    """A boolean variable read as crds reads it (crds.core.config.env_str_to_bool)."""
+    value = environ.get(var, "")
+    if value in ("", "False", "false", "FALSE", "F", "f", "0"):
+        return False
+    if value in ("True", "true", "TRUE", "T", "t", "1"):
+        return True
+    raise SyncError(f"{var}={value!r}: expected true or false (1 or 0)")
 
 
 def _parse_s3_uri(uri: str, var: str) -> Location:

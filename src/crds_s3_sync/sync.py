@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .errors import FormatError, NotFound, SyncError
+from .errors import FormatError, NotFound, SourceError, SyncError
 from .layout import Kind, check_cache_layout, relative_path, write_cache_config
 from .plan import SERVER_CONFIG, FileSpec, build_plan
 from .progress import Progress
@@ -17,7 +17,7 @@ from .server_config import ServerConfig, parse_server_config
 from .settings import Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
-from .walker import Selection, select_contexts, walk
+from .walker import Selection, select_contexts, walk, walk_pickles
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,17 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
     jobs = options.transfer.jobs
     async with S3Source(settings, connections=jobs + 4) as source:
         config_bytes, server_config = await _load_server_config(source, settings)
+        pickles = await _uses_pickles(source, settings)
         listing = None
         if options.selection.all or options.selection.last:
-            listing = await source.list_names(settings.mappings)
+            listing = await _list_contexts(source, settings, pickles)
         contexts = select_contexts(options.selection, server_config, listing)
-        fetcher = _MappingFetcher(source, settings, server_config, contexts)
-        walked = await walk(contexts, fetcher, jobs)
+        if pickles:
+            fetch_pickle = _PickleFetcher(source, settings)
+            walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
+        else:
+            fetcher = _MappingFetcher(source, settings, server_config, contexts)
+            walked = await walk(contexts, fetcher, jobs)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
         result = SyncResult(contexts, plan)
         if not options.dry_run:
@@ -104,6 +109,39 @@ async def _load_server_config(source: S3Source, settings: Settings) -> tuple[byt
             f"not {settings.observatory!r}: check --observatory"
         )
     return data, config
+
+
+async def _uses_pickles(source: S3Source, settings: Settings) -> bool:
+    """HST's buckets hold context pickles and no mappings; others can be told to."""
+    if settings.use_pickles:
+        return True
+    try:
+        if await source.holds_any(settings.mappings):
+            return False
+        return await source.holds_any(settings.pickles)
+    except SourceError:
+        return False  # listing may be denied where reading is not: go by mappings
+
+
+async def _list_contexts(source: S3Source, settings: Settings, pickles: bool) -> list[str]:
+    """Context names the bucket holds, from its mappings or its context pickles."""
+    if not pickles:
+        return await source.list_names(settings.mappings)
+    names = await source.list_names(settings.pickles)
+    return [name.removesuffix(".pkl") for name in names if name.endswith(".pmap.pkl")]
+
+
+@dataclass
+class _PickleFetcher:
+    source: S3Source
+    settings: Settings
+
+    async def __call__(self, context: str) -> bytes:
+        try:
+            return await self.source.get_bytes(self.settings.pickles, f"{context}.pkl")
+        except NotFound:
+            where = f"{self.settings.pickles}/{context}.pkl"
+            raise SyncError(f"{where}: no such context pickle") from None
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """From chosen contexts to every file they need.
 
 The walk goes level by level (pmaps, then imaps, then rmaps) so that all the
-mappings of one level are fetched concurrently. The result must equal what the
-crds library's `mapping_names()` and `reference_names()` give for the same
-contexts; tests check that on real contexts.
+mappings of one level are fetched concurrently; HST buckets have no mapping
+files, and each context's pickle gives its whole tree at once (`pickles`).
+The result must equal what the crds library's `mapping_names()` and
+`reference_names()` give for the same contexts; tests check that on real
+contexts.
 """
 
 import re
@@ -13,10 +15,12 @@ from dataclasses import dataclass, field
 from .errors import SyncError
 from .mapping import Mapping, is_mapping_name, parse_mapping
 from .names import check_name, is_plain_name
+from .pickles import read_context_pickle
 from .pool import for_each
 from .server_config import ServerConfig
+from .settings import Location
 
-FetchMapping = Callable[[str], Awaitable[bytes]]
+FetchMapping = Callable[[str], Awaitable[bytes]]  # a mapping's (or context pickle's) bytes
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Walk:
     mappings: dict[str, Mapping] = field(default_factory=dict)
     mapping_bytes: dict[str, bytes] = field(default_factory=dict)
     references: dict[str, str | None] = field(default_factory=dict)  # name -> instrument
+    pickles: dict[str, bytes] = field(default_factory=dict)  # HST: "<context>.pkl" -> bytes
 
 
 def select_contexts(
@@ -79,11 +84,32 @@ async def walk(contexts: list[str], fetch: FetchMapping, jobs: int) -> Walk:
 
         await for_each(level, load, jobs)
         level = sorted(children - result.mappings.keys())
+    _collect_references(result)
+    return result
+
+
+async def walk_pickles(
+    contexts: list[str], fetch: FetchMapping, jobs: int, location: Location
+) -> Walk:
+    """The same walk from context pickles (HST), each of which holds its whole tree."""
+    result = Walk(contexts)
+
+    async def load(context: str) -> None:
+        data = await fetch(context)
+        for mapping in read_context_pickle(context, data, f"{location}/{context}.pkl"):
+            result.mappings.setdefault(mapping.name, mapping)
+        result.pickles[f"{context}.pkl"] = data
+
+    await for_each(sorted(set(contexts)), load, jobs)
+    _collect_references(result)
+    return result
+
+
+def _collect_references(result: Walk) -> None:
     for name in sorted(result.mappings):  # sorted: the same instrument wins on every run
         mapping = result.mappings[name]
         for ref in mapping.references:
             result.references.setdefault(ref, mapping.instrument)
-    return result
 
 
 def _symbolic(name: str, server_config: ServerConfig) -> str:
