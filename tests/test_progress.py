@@ -11,7 +11,7 @@ from rich.console import Console
 
 from crds_s3_sync.layout import Kind
 from crds_s3_sync.plan import FileSpec
-from crds_s3_sync.progress import Dashboard, PlainProgress, Progress, make_progress
+from crds_s3_sync.progress import Dashboard, JsonLines, PlainProgress, Progress, make_progress
 from crds_s3_sync.settings import Location
 
 
@@ -70,6 +70,9 @@ def test_progress_kind_follows_the_output() -> None:
     assert type(make_progress(terminal, quiet=True)) is Progress
     assert type(make_progress(terminal, quiet=False)) is Dashboard
     assert type(make_progress(pipe, quiet=False)) is PlainProgress
+    # stdout redirected (`> plan.json`, `| tee`): no live view on the stderr terminal
+    assert type(make_progress(terminal, False, stdout_is_terminal=False)) is PlainProgress
+    assert type(make_progress(terminal, False, "json")) is JsonLines
 
 
 def test_console_script_in_a_pipe(make_bucket, tmp_path) -> None:

@@ -9,11 +9,14 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
 - `walker`: chosen contexts -> every mapping and reference they need
-- `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path)
+- `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
+  its cache key and shards
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
+- `audit`: the cache against the plan (`--check`, `--repair`, `--purge`)
+- `locks`: one downloader per file across processes sharing a cache
 - `transfer`: the worker pool that downloads, verifies and renames into place;
   `partial` keeps a large file's completed parts across runs
-- `progress`: the rich dashboard, plain log lines, or silence
+- `progress`: the rich dashboard, plain log lines, JSON lines, or silence
 - `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket
 - `demo`: a local S3 server with a bucket built from real CRDS rules
 """

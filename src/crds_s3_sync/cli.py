@@ -6,6 +6,8 @@ Exit status: 0 every planned file is valid in the cache; 1 some files failed;
 
 import json
 import os
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +18,9 @@ from rich.filesize import decimal
 
 from . import __version__
 from .errors import SyncError
-from .progress import make_progress
+from .progress import JsonLines, make_progress
 from .settings import Env, Layout, resolve_settings
-from .sync import SyncOptions, SyncResult, sync
+from .sync import Action, SyncOptions, SyncResult, sync
 from .transfer import TransferOptions
 from .walker import Selection
 
@@ -34,6 +36,12 @@ SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational
 SOURCE = "Source"
 CACHE = "Cache"
 RUN = "Run"
+CI = "CI and shared caches"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -51,6 +59,18 @@ def parse_size(text: str) -> int:
     if value < 1:
         raise typer.BadParameter(f"{text!r}: must be at least one byte")
     return value
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` with 1 <= K <= N: the K-th of N shards."""
+    index, _, count = str(text).partition("/")
+    try:
+        k, n = int(index), int(count)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not K/N, like 1/4") from None
+    if not 1 <= k <= n:
+        raise typer.BadParameter(f"{text!r}: K must be from 1 to N")
+    return k, n
 
 
 def _version(value: bool) -> None:
@@ -162,8 +182,59 @@ def run(
         ),
     ] = f"{TransferOptions.threshold >> 20}M",
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Plan only; write nothing.", rich_help_panel=RUN)
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Plan only; write nothing (with --repair: check only; --purge: list only).",
+            rich_help_panel=RUN,
+        ),
     ] = False,
+    print_key: Annotated[
+        bool,
+        typer.Option(
+            "--print-key",
+            help="Print a cache key for the selection's files (for CI caches); fetch nothing.",
+            rich_help_panel=CI,
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="List missing and corrupt files (by size; SHA-1 with --verify); exit 1 if any.",
+            rich_help_panel=CI,
+        ),
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Check, then fetch exactly the missing and corrupt files.",
+            rich_help_panel=CI,
+        ),
+    ] = False,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="Remove the observatory's mappings, references and pickles the selection"
+            " does not need.",
+            rich_help_panel=CI,
+        ),
+    ] = False,
+    shard_text: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Only the K-th of N shards of the plan (by a hash of each name).",
+            rich_help_panel=CI,
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(help="json: one JSON object per event on stderr.", rich_help_panel=RUN),
+    ] = LogFormat.text,
     verify: Annotated[
         bool,
         typer.Option(
@@ -191,6 +262,24 @@ def run(
     chosen = sum([all_, last is not None, bool(context)])
     if chosen > 1:
         raise typer.BadParameter("give at most one of --all, --last and --context")
+    actions = [
+        a
+        for a, on in (
+            (Action.key, print_key),
+            (Action.check, check),
+            (Action.repair, repair),
+            (Action.purge, purge),
+        )
+        if on
+    ]
+    if len(actions) > 1:
+        raise typer.BadParameter("give at most one of --print-key, --check, --repair, --purge")
+    action = actions[0] if actions else Action.sync
+    shard = parse_shard(shard_text) if shard_text else None
+    if action is Action.purge and (shard or mappings_only):
+        raise typer.BadParameter(
+            "--purge keeps only what the plan names: not with --shard or --mappings-only"
+        )
     names = tuple(context or ())
     if not chosen and os.environ.get("CRDS_CONTEXT"):
         names = (os.environ["CRDS_CONTEXT"],)
@@ -212,10 +301,12 @@ def run(
             TransferOptions(jobs, part_size, threshold, verify),
             dry_run=dry_run,
             mappings_only=mappings_only,
+            action=action,
+            shard=shard,
         )
-        if settings.cache_is_default and not dry_run:
+        if settings.cache_is_default and not dry_run and action is not Action.key:
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
-        progress = make_progress(console, quiet)
+        progress = make_progress(console, quiet, log_format.value, sys.stdout.isatty())
         result = anyio.run(sync, settings, options, progress, backend_options=_LOOP)
     except SyncError as exc:
         Console(stderr=True).print(
@@ -225,10 +316,46 @@ def run(
     except KeyboardInterrupt:
         Console(stderr=True).print("crds-s3-sync: interrupted", highlight=False)
         raise typer.Exit(130) from None
-    _summarize(console, result, settings.cache, dry_run)
+    document = _as_json(result, options, settings.cache)
     if json_:
-        print(json.dumps(_as_json(result, dry_run), indent=1))
-    raise typer.Exit(1 if result.report.failed else 0)
+        print(json.dumps(document, indent=1))
+    else:
+        _list(result, action, settings.cache)
+    if isinstance(progress, JsonLines):  # the summary as one more event, not prose
+        progress.emit("summary", **{k: v for k, v in document.items() if k != "plan"})
+    else:
+        if action in (Action.check, Action.repair, Action.purge):
+            _summarize_upkeep(console, result, options)
+        if action in (Action.sync, Action.repair) and not (dry_run and action is Action.repair):
+            _summarize(console, result, settings.cache, dry_run)
+    unfixed = result.problems if action is Action.check else []
+    raise typer.Exit(1 if result.report.failed or unfixed else 0)
+
+
+def _list(result: SyncResult, action: Action, cache: Path) -> None:
+    """Without --json, stdout gets what the action is asked for, one item a line."""
+    if action is Action.key:
+        print(result.key)
+    elif action in (Action.check, Action.repair):
+        for problem in result.problems:
+            print(f"{problem.kind} {problem.spec.path} ({problem.detail})")
+    elif action is Action.purge:
+        for path in result.purged:
+            print(path.relative_to(cache))
+
+
+def _summarize_upkeep(console: Console, result: SyncResult, options: SyncOptions) -> None:
+    if options.action is Action.purge:
+        verb = "Would remove" if options.dry_run else "Removed"
+        console.print(f"{verb} {len(result.purged)} files the selection does not need")
+        return
+    missing = sum(problem.kind == "missing" for problem in result.problems)
+    how = "size and SHA-1" if options.transfer.verify else "size"
+    console.print(
+        f"Checked {len(result.plan)} files by {how}: {missing} missing, "
+        f"{len(result.problems) - missing} corrupt",
+        highlight=False,
+    )
 
 
 def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool) -> None:
@@ -267,9 +394,10 @@ def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool)
         console.print(f"[red]failed[/] {failure['name']}: {failure['error']}", highlight=False)
 
 
-def _as_json(result: SyncResult, dry_run: bool) -> dict[str, object]:
+def _as_json(result: SyncResult, options: SyncOptions, cache: Path) -> dict[str, object]:
     document: dict[str, object] = {
         "contexts": result.contexts,
+        "key": result.key,
         "files": len(result.plan),
         "bytes": sum(spec.size or 0 for spec in result.plan),
         "downloaded": result.report.downloaded,
@@ -280,8 +408,12 @@ def _as_json(result: SyncResult, dry_run: bool) -> dict[str, object]:
         "resumed_bytes": result.report.resumed_bytes,
         "seconds": round(result.seconds, 3),
     }
-    if dry_run:
+    if options.dry_run or options.action is Action.key:
         document["plan"] = [spec.as_json() for spec in result.plan]
+    if options.action in (Action.check, Action.repair):
+        document["problems"] = [problem.as_json() for problem in result.problems]
+    if options.action is Action.purge:
+        document["purged"] = [str(path.relative_to(cache)) for path in result.purged]
     return document
 
 

@@ -24,19 +24,16 @@ class Kind(StrEnum):
     pickle = "pickle"
     config = "config"
 
-
-_KIND_DIRS = {
-    Kind.mapping: "mappings",
-    Kind.reference: "references",
-    Kind.pickle: "pickles",
-    Kind.config: "config",
-}
+    @property
+    def directory(self) -> str:
+        """The cache's top-level directory for this kind (crds's own names)."""
+        return "config" if self is Kind.config else f"{self.value}s"
 
 
 def relative_path(
     kind: Kind, name: str, observatory: str, layout: Layout, instrument: str | None = None
 ) -> PurePosixPath:
-    base = PurePosixPath(_KIND_DIRS[kind], observatory)
+    base = PurePosixPath(kind.directory, observatory)
     if kind is Kind.reference and layout is Layout.instrument:
         if not instrument:
             raise SyncError(f"{name}: no instrument known, cannot place it in an instrument cache")

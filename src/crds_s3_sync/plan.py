@@ -1,7 +1,7 @@
 """The plan: every file a sync needs, as data.
 
-Everything after the walk (dry run, skip-if-present, download, summary) works on
-this list, so later features (cache keys, sharding, purge) only need the list.
+Everything after the walk (dry run, skip-if-present, download, summary, cache
+key, shard, check and purge) works on this list.
 """
 
 import hashlib
@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 from .layout import Kind, relative_path
 from .server_config import FileMeta, ServerConfig
-from .settings import Location, Settings
+from .settings import Layout, Location, Settings
 from .walker import Walk
 
 SERVER_CONFIG = "server_config"
@@ -85,3 +85,28 @@ def build_plan(
 def _meta_of(data: bytes) -> FileMeta:
     """For files the walk already holds: the cache gets exactly the bytes it read."""
     return FileMeta(len(data), hashlib.sha1(data).hexdigest())
+
+
+def cache_key(plan: list[FileSpec], observatory: str, layout: Layout) -> str:
+    """A CI cache key: it changes exactly when the files the plan needs change.
+
+    server_config is left out: its bytes change with every bucket update (its
+    own timestamps) even when the selection's files do not.
+    """
+    lines = [f"{observatory} {layout.value}"]
+    lines += sorted(
+        f"{spec.path} {spec.sha1 or spec.size}" for spec in plan if spec.kind is not Kind.config
+    )
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return f"crds-{observatory}-{layout.value}-{digest[:32]}"
+
+
+def shard(plan: list[FileSpec], index: int, count: int) -> list[FileSpec]:
+    """Shard `index` (1..count) of the plan: files go by a hash of their name, so a
+    file stays in its shard as the plan grows. server_config is in every shard."""
+    return [
+        spec
+        for spec in plan
+        if spec.kind is Kind.config
+        or int.from_bytes(hashlib.sha1(spec.name.encode()).digest()[:8], "big") % count == index - 1
+    ]

@@ -2,12 +2,13 @@
 
 The transfer stage reports events to a `Progress`; which one is used depends on
 where output goes: a live rich dashboard on a terminal, a plain line every few
-seconds otherwise, nothing with --quiet. All of them write to stderr so that
-stdout stays clean for --json.
+seconds otherwise, JSON lines with --log-format json, nothing with --quiet.
+All of them write to stderr so that stdout stays clean for --json.
 """
 
+import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group
 from rich.filesize import decimal
@@ -148,9 +149,40 @@ class Dashboard(Progress):
         self.live.stop()
 
 
-def make_progress(console: Console, quiet: bool) -> Progress:
+class JsonLines(Progress):
+    """One JSON object per event, for CI systems that parse logs (`--log-format json`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, event: str, **fields: object) -> None:
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        self.stream.write(json.dumps(record) + "\n")
+        self.stream.flush()
+
+    def planned(self, files: int, total_bytes: int) -> None:
+        super().planned(files, total_bytes)
+        self.emit("planned", files=files, bytes=total_bytes)
+
+    def restarted(self, spec: "FileSpec") -> None:
+        super().restarted(spec)
+        self.emit("retry", name=spec.name)
+
+    def finished(self, spec: "FileSpec", outcome: str, size: int = 0) -> None:
+        super().finished(spec, outcome, size)
+        self.emit(outcome, name=spec.name, path=str(spec.path), size=spec.size)
+
+
+def make_progress(
+    console: Console, quiet: bool, log_format: str = "text", stdout_is_terminal: bool = True
+) -> Progress:
+    """Quiet wins; then JSON lines if asked; a dashboard only when both stdout and
+    `console` (stderr) are terminals, so `| tee log` or `> out.json` gets plain lines."""
     if quiet:
         return Progress()
-    if console.is_terminal:
+    if log_format == "json":
+        return JsonLines(console.file)
+    if console.is_terminal and stdout_is_terminal:
         return Dashboard(console)
     return PlainProgress(console)

@@ -8,10 +8,15 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
 
+import anyio
+
+from .audit import Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
 from .layout import Kind, check_cache_layout, relative_path, write_cache_config
-from .plan import SERVER_CONFIG, FileSpec, build_plan
+from .plan import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
 from .settings import Settings
@@ -20,12 +25,24 @@ from .transfer import Report, Transfer, TransferOptions
 from .walker import Selection, select_contexts, walk, walk_pickles
 
 
+class Action(StrEnum):
+    """What to do with the plan."""
+
+    sync = "sync"  # fetch what is missing or invalid (by size; by SHA-1 with verify)
+    key = "key"  # only the plan's cache key
+    check = "check"  # list missing and corrupt files, fetch nothing
+    repair = "repair"  # check, then fetch exactly what check found
+    purge = "purge"  # remove the observatory's files the plan does not need
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     selection: Selection = field(default_factory=Selection)
     transfer: TransferOptions = field(default_factory=TransferOptions)
     dry_run: bool = False
     mappings_only: bool = False
+    action: Action = Action.sync
+    shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
 
 
 @dataclass
@@ -34,6 +51,9 @@ class SyncResult:
     plan: list[FileSpec]
     report: Report = field(default_factory=Report)
     seconds: float = 0.0
+    key: str = ""
+    problems: list[Problem] = field(default_factory=list)  # check, repair
+    purged: list[Path] = field(default_factory=list)
 
 
 async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
@@ -53,19 +73,24 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
             fetcher = _MappingFetcher(source, settings, server_config, contexts)
             walked = await walk(contexts, fetcher, jobs)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
-        result = SyncResult(contexts, plan)
-        if not options.dry_run:
+        if options.shard:
+            plan = shard(plan, *options.shard)
+        result = SyncResult(
+            contexts, plan, key=cache_key(plan, settings.observatory, settings.layout)
+        )
+        fetch = await _act(options, settings, result)
+        if fetch is not None:
             _prepare_cache(settings)
             transfer = Transfer(
                 source,
                 settings.cache,
                 progress,
                 options.transfer,
-                prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes},
+                prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles},
             )
-            progress.planned(len(plan), sum(spec.size or 0 for spec in plan))
+            progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
             with progress:
-                result.report = await transfer.run(plan)
+                result.report = await transfer.run(fetch)
             try:
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
@@ -76,6 +101,30 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
                 ) from None
     result.seconds = time.monotonic() - start
     return result
+
+
+async def _act(
+    options: SyncOptions, settings: Settings, result: SyncResult
+) -> list[FileSpec] | None:
+    """Everything but fetching; returns what to fetch, or None."""
+    cache, plan = settings.cache, result.plan
+    if options.action in (Action.check, Action.repair):
+        result.problems = await anyio.to_thread.run_sync(
+            check, plan, cache, options.transfer.verify
+        )
+        if options.action is Action.check or options.dry_run:
+            return None
+        corrupt = [cache / p.spec.path for p in result.problems if p.kind == "corrupt"]
+        await anyio.to_thread.run_sync(remove, corrupt)  # known bad: no reason to keep them
+        return [problem.spec for problem in result.problems]
+    if options.action is Action.purge:
+        result.purged = await anyio.to_thread.run_sync(unneeded, plan, cache, settings.observatory)
+        if not options.dry_run:
+            await anyio.to_thread.run_sync(remove, result.purged)
+        return None
+    if options.action is Action.key or options.dry_run:
+        return None
+    return plan
 
 
 def _prepare_cache(settings: Settings) -> None:

@@ -11,7 +11,9 @@ bounded by the parts in flight. Completed parts are recorded beside the
 temporary file, so a killed run resumes where it stopped.
 
 All requests, whole-file or part, share one limit (`jobs`); small and large
-files have their own workers, so neither waits for the other to drain.
+files have their own workers, so neither waits for the other to drain. A file
+is fetched under its lock (`locks`), so processes sharing a cache never fetch
+one file at the same time, and each looks again once it holds the lock.
 """
 
 import hashlib
@@ -25,7 +27,9 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
+from .audit import sha1_of_file
 from .layout import temporary_path
+from .locks import file_lock
 from .partial import PartialFile
 from .plan import FileSpec
 from .pool import for_each, task_group
@@ -34,7 +38,6 @@ from .source import ATTEMPTS, S3Source, SourceError, backoff, is_transient
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
-HASH_BLOCK = 4 * MiB
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
 T = TypeVar("T")
@@ -108,10 +111,15 @@ class Transfer:
             if final.parent not in self._made_dirs:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(final.parent)
-            if size >= self.options.threshold and spec.name not in self.prefetched:
-                await self._retrying(lambda: self._ranged(spec, final, size), spec)
-            else:
-                await self._retrying(lambda: self._whole(spec, final, size), spec)
+            async with file_lock(final):
+                if await self._is_valid(final, spec, size):
+                    self.report.skipped += 1  # another process sharing the cache got it
+                    self.progress.finished(spec, "skipped", size)
+                    return
+                if size >= self.options.threshold and spec.name not in self.prefetched:
+                    await self._retrying(lambda: self._ranged(spec, final, size), spec)
+                else:
+                    await self._retrying(lambda: self._whole(spec, final, size), spec)
         except (SourceError, ChecksumMismatch, OSError, aiohttp.ClientError) as exc:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
@@ -281,11 +289,3 @@ def _write_verified(temp: Path, final: Path, data: bytes, spec: FileSpec, size: 
     with temp.open("wb") as out:
         out.write(data)
     os.replace(temp, final)
-
-
-def sha1_of_file(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as stream:
-        while block := stream.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
