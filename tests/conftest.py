@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from crds_s3_sync.cli import app
 from crds_s3_sync.demo import build_bucket
+from crds_s3_sync.mapping import parse_mapping
 
 RULES = Path(__file__).parent / "data"
 CREDENTIALS = {
@@ -150,3 +151,13 @@ class CliResult:
 def files_under(root: Path) -> set[str]:
     """Every file below `root`, relative, to compare a cache before and after."""
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def mappings_of(observatory: str, *imaps: str) -> list[str]:
+    """The imaps and every rmap they name: a small bucket for tests that need many
+    files but not whole contexts (``make_bucket(obs, mappings=...)``)."""
+    names = set(imaps)
+    for imap in imaps:
+        text = (RULES / "mappings" / observatory / imap).read_text()
+        names.update(parse_mapping(imap, text).mappings)
+    return sorted(names)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Bucket, files_under
+from conftest import Bucket, files_under, mappings_of
 
 DARK = "roman_wfi_dark_0001.asdf"
 
@@ -158,11 +158,15 @@ def test_purge_refuses_a_partial_plan(make_bucket, cli, tmp_path) -> None:
 # -- --shard --------------------------------------------------------------------------------
 
 
+IMAPS = ["jwst_nirspec_0191.imap", "jwst_nirspec_0192.imap", "jwst_miri_0177.imap"]
+TWO = ["--context", IMAPS[0], "--context", IMAPS[1]]  # overlapping: mostly the same rmaps
+
+
 def test_shards_split_the_plan_stably_and_fill_one_cache(make_bucket, cli, tmp_path) -> None:
-    bucket = make_bucket("jwst")
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", *IMAPS))
     scratch = tmp_path / "plans"
-    whole = planned(cli, bucket, scratch, "--last", "2")
-    shards = [planned(cli, bucket, scratch, "--last", "2", "--shard", f"{k}/3") for k in (1, 2, 3)]
+    whole = planned(cli, bucket, scratch, *TWO)
+    shards = [planned(cli, bucket, scratch, *TWO, "--shard", f"{k}/3") for k in (1, 2, 3)]
     assert set().union(*shards) == set(whole)
     config = "config/jwst/server_config"
     for i, one in enumerate(shards):
@@ -171,13 +175,13 @@ def test_shards_split_the_plan_stably_and_fill_one_cache(make_bucket, cli, tmp_p
         for other in shards[i + 1 :]:
             assert set(one) & set(other) == {config}
     # A bigger plan keeps every file in its shard.
-    bigger = planned(cli, bucket, scratch, "--last", "3", "--shard", "2/3")
-    assert set(shards[1]) <= set(bigger)
+    bigger = planned(cli, bucket, scratch, *TWO, "--context", IMAPS[2], "--shard", "2/3")
+    assert set(shards[1]) < set(bigger)
 
     cache = tmp_path / "cache"
     for k in (1, 2, 3):
-        run(cli, bucket, cache, "--last", "2", "--shard", f"{k}/3")
-    assert run(cli, bucket, cache, "--last", "2", "--check", "--verify")["problems"] == []
+        run(cli, bucket, cache, *TWO, "--shard", f"{k}/3")
+    assert run(cli, bucket, cache, *TWO, "--check", "--verify")["problems"] == []
 
 
 @pytest.mark.parametrize("bad", ["0/3", "4/3", "x", "1/0", "2"])
@@ -198,14 +202,9 @@ def command(bucket: Bucket, cache: Path, *extra: str) -> list[str]:
 def test_concurrent_syncs_share_a_cache_and_fetch_each_file_once(
     make_bucket, cli, tmp_path
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", *IMAPS))
     cache = tmp_path / "cache"
-    selections = [
-        ["--last", "3"],
-        ["--last", "2"],
-        ["--context", "jwst_0541.pmap"],
-        ["--last", "3"],
-    ]
+    selections = [TWO, ["--context", IMAPS[1]], ["--context", IMAPS[2], *TWO], TWO]
     runs = [
         subprocess.Popen(
             command(bucket, cache, *selection, "--json", "-q", "--jobs", "8"),
@@ -226,7 +225,7 @@ def test_concurrent_syncs_share_a_cache_and_fetch_each_file_once(
     for report in reports:
         assert report["downloaded"] + report["skipped"] == report["files"]
     check = subprocess.run(
-        command(bucket, cache, "--last", "3", "--check", "--verify", "--json", "-q"),
+        command(bucket, cache, *TWO, "--context", IMAPS[2], "--check", "--verify", "-q"),
         capture_output=True,
         text=True,
         check=False,

@@ -9,6 +9,8 @@ import gzip
 import hashlib
 import json
 import pprint
+import subprocess
+import sys
 from base64 import b64encode
 from pathlib import Path
 
@@ -268,3 +270,43 @@ def test_a_corrupt_reference_never_reaches_its_final_path(
     assert report["retries"] >= 1
     assert not (cache / "references/roman" / name).exists()
     assert not [p for p in cache.rglob(".*") if p.is_file()]
+
+
+def test_a_huge_mapping_is_refused_unread(make_bucket, cli, s3, tmp_path: Path) -> None:
+    bucket = make_bucket("roman")
+    padding = "# " + "x" * 100 + "\n"
+    put_mapping(s3, bucket, "roman_wfi_0006.imap", IMAP + padding * (17 * 1024 * 10))
+    result = cli(*bucket.args(), "--context", "roman_0007.pmap", "--cache", tmp_path / "cache")
+    assert_refused(result, "roman_wfi_0006.imap", "more than the 16 MiB")
+    assert files_under(tmp_path) == set()
+
+
+def test_thousands_of_unexpected_keys_in_a_listing_are_ignored(
+    make_bucket, cli, s3, tmp_path: Path
+) -> None:
+    bucket = make_bucket("roman")
+    expected = json.loads(
+        cli(*bucket.args(), "--all", "--cache", tmp_path / "a", "--dry-run", "--json").stdout
+    )["contexts"]
+    odd = ["..escape.pmap", "a\tb.pmap", ".hidden.pmap", "sub/deeper.pmap", "x" * 900 + ".pmap"]
+    for index in range(2000):
+        put(s3, bucket, f"mappings/roman/junk_{index:04d}.txt", b"")
+    for name in odd:
+        put(s3, bucket, f"mappings/roman/{name}", b"header = {}")
+    result = cli(*bucket.args(), "--all", "--cache", tmp_path / "b", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["contexts"] == expected
+
+
+def test_python_s_own_warnings_about_a_mapping_stay_off_stderr(make_bucket, s3, tmp_path) -> None:
+    """`1if` makes Python's parser print a SyntaxWarning, which pytest would swallow
+    in-process: so the real command runs, and its stderr must be the one error line."""
+    bucket = make_bucket("roman")
+    put_mapping(s3, bucket, "roman_wfi_0006.imap", IMAP + "\ncomment = 1if 1 else 2\n")
+    command = [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--context", "roman_0007.pmap"]
+    done = subprocess.run(
+        [*command, "--cache", str(tmp_path / "cache")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "roman_wfi_0006.imap" in line and "not a literal" in line

@@ -18,7 +18,7 @@ from rich.filesize import decimal
 
 from . import __version__
 from .errors import SyncError
-from .progress import JsonLines, make_progress
+from .progress import JsonLines, Progress, make_progress
 from .settings import Env, Layout, resolve_settings
 from .sync import Action, SyncOptions, SyncResult, sync
 from .transfer import TransferOptions
@@ -284,6 +284,7 @@ def run(
     if not chosen and os.environ.get("CRDS_CONTEXT"):
         names = (os.environ["CRDS_CONTEXT"],)
     console = Console(stderr=True, quiet=quiet)
+    progress = None
     try:
         settings = resolve_settings(
             observatory=observatory,
@@ -314,7 +315,9 @@ def run(
         )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        Console(stderr=True).print("crds-s3-sync: interrupted", highlight=False)
+        Console(stderr=True).print(
+            f"crds-s3-sync: interrupted; {_so_far(progress)}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(130) from None
     document = _as_json(result, options, settings.cache)
     if json_:
@@ -330,6 +333,17 @@ def run(
             _summarize(console, result, settings.cache, dry_run)
     unfixed = result.problems if action is Action.check else []
     raise typer.Exit(1 if result.report.failed or unfixed else 0)
+
+
+def _so_far(progress: Progress | None) -> str:
+    """What an interrupted run had done: the summary it did not get to print."""
+    if progress is None or not progress.files:
+        return "nothing was written yet"
+    downloaded = progress.done_files - progress.skipped - progress.failed
+    return (
+        f"{progress.done_files} of {progress.files} files done ({downloaded} downloaded, "
+        f"{progress.skipped} already valid, {progress.failed} failed); run again to resume"
+    )
 
 
 def _list(result: SyncResult, action: Action, cache: Path) -> None:

@@ -8,6 +8,7 @@ for an rmap, the instrument, which decides the cache subdirectory.
 """
 
 import ast
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,9 @@ def parse_mapping(name: str, text: str) -> Mapping:
 
 def _evaluate_module(name: str, text: str) -> dict[str, Any]:
     try:
-        module = ast.parse(text, filename=name)
+        with warnings.catch_warnings():  # the bucket's text must not print on our stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            module = ast.parse(text, filename=name)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         line = getattr(exc, "lineno", None)
         raise FormatError(f"{name}: not valid mapping syntax (line {line})") from None

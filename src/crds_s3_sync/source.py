@@ -32,7 +32,7 @@ from botocore.exceptions import (
 
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader
-from .errors import NotFound, SourceError, Transient
+from .errors import FormatError, NotFound, SourceError, Transient
 from .settings import PUBLIC_BUCKETS, Location, Settings
 
 # Tries per object GET (or part) before it is reported failed.
@@ -100,11 +100,18 @@ class S3Source:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
-    async def get_bytes(self, location: Location, name: str) -> bytes:
-        """A whole small object (server_config, a mapping), retried if it may work next time."""
+    async def get_bytes(self, location: Location, name: str, limit: int) -> bytes:
+        """A whole small object (server_config, a mapping, a context pickle), retried if
+        it may work next time; one bigger than `limit` is refused unread, so a hostile
+        bucket cannot fill memory with a "mapping"."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.open(location, name) as stream:
+                    if stream.size > limit:
+                        raise FormatError(
+                            f"s3://{location.bucket}/{location.key(name)}: {stream.size:,} bytes,"
+                            f" more than the {limit >> 20} MiB a file of its kind can need"
+                        )
                     return await stream.body.read()
             except Exception as exc:
                 if not is_transient(exc):

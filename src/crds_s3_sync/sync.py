@@ -35,6 +35,11 @@ class Action(StrEnum):
     purge = "purge"  # remove the observatory's files the plan does not need
 
 
+# The most a file read into memory for planning may be: many times the biggest real
+# one (HST's server_config 2 MB, rmaps 0.4 MB, context pickles 4 MB).
+LIMITS = {Kind.config: 64 << 20, Kind.mapping: 16 << 20, Kind.pickle: 256 << 20}
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     selection: Selection = field(default_factory=Selection)
@@ -141,7 +146,7 @@ def _prepare_cache(settings: Settings) -> None:
 async def _load_server_config(source: S3Source, settings: Settings) -> tuple[bytes, ServerConfig]:
     where = f"{settings.config.key(SERVER_CONFIG)}"
     try:
-        data = await source.get_bytes(settings.config, SERVER_CONFIG)
+        data = await source.get_bytes(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
     except NotFound:
         raise SyncError(
             f"s3://{settings.config.bucket}/{where}: no server_config there "
@@ -187,7 +192,9 @@ class _PickleFetcher:
 
     async def __call__(self, context: str) -> bytes:
         try:
-            return await self.source.get_bytes(self.settings.pickles, f"{context}.pkl")
+            return await self.source.get_bytes(
+                self.settings.pickles, f"{context}.pkl", LIMITS[Kind.pickle]
+            )
         except NotFound:
             where = f"{self.settings.pickles}/{context}.pkl"
             raise SyncError(f"{where}: no such context pickle") from None
@@ -215,7 +222,7 @@ class _MappingFetcher:
             if data is not None and hashlib.sha1(data).hexdigest() == meta.sha1:
                 return data
         try:
-            data = await self.source.get_bytes(self.settings.mappings, name)
+            data = await self.source.get_bytes(self.settings.mappings, name, LIMITS[Kind.mapping])
         except NotFound:
             what = "context" if name in self.contexts else "mapping"
             raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None

@@ -16,6 +16,7 @@ is fetched under its lock (`locks`), so processes sharing a cache never fetch
 one file at the same time, and each looks again once it holds the lock.
 """
 
+import errno
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .audit import sha1_of_file
+from .errors import SyncError
 from .layout import temporary_path
 from .locks import file_lock
 from .partial import PartialFile
@@ -40,6 +42,7 @@ MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
 
@@ -121,6 +124,12 @@ class Transfer:
                 else:
                     await self._retrying(lambda: self._whole(spec, final, size), spec)
         except (SourceError, ChecksumMismatch, OSError, aiohttp.ClientError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                # Every other file would fail the same way: stop the whole sync now.
+                raise SyncError(
+                    f"{final.parent}: {exc.strerror}; free space in the cache's file system "
+                    "and run again (what is done is kept)"
+                ) from None
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
             return

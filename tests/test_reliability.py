@@ -1,0 +1,180 @@
+"""Killed, interrupted and out of space: the cache stays valid and the next run resumes.
+
+Kills are timed by the requests themselves: the sync runs through the fault
+proxy (tests/faults.py), whose plan sends the signal when the N-th GET of a
+kind arrives, so "during the plan" or "mid-download" is exact, not a guess.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import RULES, files_under, mappings_of
+from faults import FaultProxy
+
+from crds_s3_sync.mapping import parse_mapping
+
+NIRSPEC = "jwst_nirspec_0192.imap"  # part of jwst_0541: a few hundred references
+PARTS = ["--part-size", "64K", "--multipart-threshold", "1M"]
+
+
+def big_reference() -> str:
+    imap = parse_mapping(NIRSPEC, (RULES / "mappings/jwst" / NIRSPEC).read_text())
+    rmap = imap.mappings[0]
+    return parse_mapping(rmap, (RULES / "mappings/jwst" / rmap).read_text()).references[0]
+
+
+def command(bucket, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--cache", str(cache), *extra]
+
+
+def check_nothing_wrong(cache: Path, bucket) -> None:
+    """Every file under a final name is exactly the bucket's (or the rules') file."""
+    for name in files_under(cache):
+        path = cache / name
+        if path.name.startswith(".") or name.startswith("config/"):
+            continue
+        if "/references/" in f"/{name}":
+            assert path.read_bytes() == bucket.references[path.name], name
+        else:
+            assert path.read_bytes() == (RULES / "mappings/jwst" / path.name).read_bytes(), name
+
+
+def signal_at(bucket, cache: Path, sig: int, when: str, count: int, big: str):
+    """Run a sync through the proxy and send `sig` when the `count`-th GET of `when`
+    (mappings, references, or parts of the big file) arrives; return the process."""
+    seen = {"n": 0}
+    process: dict[str, subprocess.Popen] = {}
+
+    def plan(key: str, attempt: int) -> str | None:
+        kind = "big" if key.endswith(big) else key.split("/")[1]
+        if kind == when:
+            seen["n"] += 1
+            if seen["n"] == count:
+                os.kill(process["it"].pid, sig)
+        return None
+
+    proxy = FaultProxy(bucket.endpoint, plan)
+    with proxy:
+        args = dataclasses.replace(bucket, endpoint=proxy.url)
+        process["it"] = subprocess.Popen(
+            command(args, cache, "--context", NIRSPEC, "--jobs", "4", *PARTS),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        out, err = process["it"].communicate(timeout=120)
+    assert seen["n"] >= count, f"only {seen['n']} GETs of {when}"
+    return process["it"].returncode, out, err
+
+
+@pytest.mark.parametrize(
+    ("when", "count"),
+    [("mappings", 3), ("references", 60), ("big", 10)],
+    ids=["during-the-plan", "mid-small-files", "mid-ranged-file"],
+)
+def test_a_killed_sync_resumes(make_bucket, tmp_path, when: str, count: int) -> None:
+    big = big_reference()
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 4 << 20})
+    cache = tmp_path / "cache"
+    code, _, _ = signal_at(bucket, cache, signal.SIGKILL, when, count, big)
+    assert code == -signal.SIGKILL
+    check_nothing_wrong(cache, bucket) if cache.exists() else None
+
+    again = subprocess.run(
+        command(bucket, cache, "--context", NIRSPEC, "--json", "-q", *PARTS),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    if when != "mappings":  # the first run had fetched something: it is kept
+        assert report["downloaded"] < report["files"]
+        assert report["skipped"] > 0 or report["resumed_bytes"] > 0
+    if when == "big":
+        assert report["resumed_bytes"] > 0
+    check_nothing_wrong(cache, bucket)
+    check = subprocess.run(
+        command(bucket, cache, "--context", NIRSPEC, "--check", "--verify", "-q"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(make_bucket, tmp_path) -> None:
+    big = big_reference()
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC))
+    cache = tmp_path / "cache"
+    code, _, err = signal_at(bucket, cache, signal.SIGINT, "references", 60, big)
+    assert code == 130, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("crds-s3-sync: interrupted; ") and "run again to resume" in line
+    check_nothing_wrong(cache, bucket)
+    assert not [n for n in files_under(cache) if Path(n).name.endswith(".tmp")]
+
+
+# -- a full disk -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_file_system(path: Path, size: str):
+    """A tmpfs of `size` at `path` where the tests may mount one (root); else None,
+    and the caller limits the file size instead (RLIMIT_FSIZE: EFBIG, not ENOSPC)."""
+    path.mkdir()
+    mounted = False
+    if os.geteuid() == 0 and shutil.which("mount"):
+        tag = f"crds-test-{uuid.uuid4().hex[:8]}"
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", tag, str(path)],
+            capture_output=True,
+            check=False,
+        )
+        mounted = done.returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_full_disk_stops_the_sync_and_leaves_no_debris(make_bucket, tmp_path) -> None:
+    big = big_reference()
+    bucket = make_bucket(  # one file more than the file system holds
+        "jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 3 << 20}
+    )
+    with small_file_system(tmp_path / "small", "2m") as mounted:
+        cache = tmp_path / "small" / "cache"
+
+        def limit() -> None:
+            if not mounted:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+        done = subprocess.run(
+            command(bucket, cache, "--context", NIRSPEC, "--json", "-q"),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            preexec_fn=limit,
+        )
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "No space left on device" in line or "File too large" in line
+        assert "free space" in line
+        assert not (cache / "references" / "jwst" / big).exists()
+        check_nothing_wrong(cache, bucket)
+        debris = [n for n in files_under(cache) if Path(n).name.startswith(".")]
+        assert debris == []
