@@ -224,17 +224,6 @@ class S3Source:
             raise self.explain(exc, location.bucket, key) from None
         return int(response["ContentLength"])
 
-    async def holds_any(self, location: Location) -> bool:
-        """Whether any object lies under `location` (one small listing request)."""
-        prefix = location.key("")
-        try:
-            response = await self._client.list_objects_v2(
-                Bucket=location.bucket, Prefix=prefix, MaxKeys=1
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self.explain(exc, location.bucket, prefix) from None
-        return bool(response.get("KeyCount") or response.get("Contents"))
-
     async def list_names(self, location: Location) -> list[str]:
         """Names of the objects directly under `location` (not in deeper "folders")."""
         paginator = self._client.get_paginator("list_objects_v2")

@@ -19,7 +19,7 @@ from .layout import Kind, check_cache_layout, relative_path, write_cache_config
 from .plan import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
-from .settings import Settings
+from .settings import Location, Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
 from .walker import Selection, select_contexts, walk, walk_pickles
@@ -66,11 +66,7 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
     jobs = options.transfer.jobs
     async with S3Source(settings, connections=jobs + 4) as source:
         config_bytes, server_config = await _load_server_config(source, settings)
-        pickles = await _uses_pickles(source, settings)
-        listing = None
-        if options.selection.all or options.selection.last:
-            listing = await _list_contexts(source, settings, pickles)
-        contexts = select_contexts(options.selection, server_config, listing)
+        contexts, pickles = await _choose_contexts(source, settings, options, server_config)
         if pickles:
             fetch_pickle = _PickleFetcher(source, settings)
             walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
@@ -165,24 +161,37 @@ async def _load_server_config(source: S3Source, settings: Settings) -> tuple[byt
     return data, config
 
 
-async def _uses_pickles(source: S3Source, settings: Settings) -> bool:
-    """HST's buckets hold context pickles and no mappings; others can be told to."""
-    if settings.use_pickles:
-        return True
-    try:
-        if await source.holds_any(settings.mappings):
-            return False
-        return await source.holds_any(settings.pickles)
-    except SourceError:
-        return False  # listing may be denied where reading is not: go by mappings
-
-
-async def _list_contexts(source: S3Source, settings: Settings, pickles: bool) -> list[str]:
-    """Context names the bucket holds, from its mappings or its context pickles."""
+async def _choose_contexts(
+    source: S3Source, settings: Settings, options: SyncOptions, server_config: ServerConfig
+) -> tuple[list[str], bool]:
+    """The contexts to sync, and whether to walk them from pickles: when asked to, or
+    when the bucket has pickles where mappings should be (HST's buckets). Costs no
+    request beyond the listing --all and --last need, or one HEAD otherwise."""
+    selection, pickles = options.selection, settings.use_pickles
+    if selection.all or selection.last:
+        names = [] if pickles else await source.list_names(settings.mappings)
+        if not any(name.endswith(".pmap") for name in names):
+            pickled = await source.list_names(settings.pickles)
+            contexts = [n.removesuffix(".pkl") for n in pickled if n.endswith(".pmap.pkl")]
+            if contexts or pickles:
+                return select_contexts(selection, server_config, contexts), True
+        return select_contexts(selection, server_config, names), False
+    contexts = select_contexts(selection, server_config, None)
     if not pickles:
-        return await source.list_names(settings.mappings)
-    names = await source.list_names(settings.pickles)
-    return [name.removesuffix(".pkl") for name in names if name.endswith(".pmap.pkl")]
+        first = contexts[0]
+        pickles = not await _exists(source, settings.mappings, first) and await _exists(
+            source, settings.pickles, f"{first}.pkl"
+        )
+    return contexts, pickles
+
+
+async def _exists(source: S3Source, location: Location, name: str) -> bool:
+    """Whether an object is there; S3 answers 403, not 404, to a reader who may not list."""
+    try:
+        await source.size(location, name)
+    except SourceError:
+        return False
+    return True
 
 
 @dataclass
