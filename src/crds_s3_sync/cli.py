@@ -1,7 +1,8 @@
 """The `crds-s3-sync` command: options, output and exit status.
 
-Exit status: 0 every planned file is valid in the cache; 1 some files failed;
-2 usage, configuration or source errors (nothing was written).
+Exit status: 0 every planned file is valid in the cache; 1 some files failed, or
+--check found problems; 2 usage, configuration or source errors, or a full disk
+(nothing was written beyond verified files); 130 interrupted.
 """
 
 import json
