@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -129,6 +128,16 @@ def test_ctrl_c_stops_cleanly_with_a_summary(make_bucket, tmp_path) -> None:
 # -- a full disk -----------------------------------------------------------------------------
 
 
+# python -c LIMITED BYTES ARGS...: the CLI with writes past BYTES failing (EFBIG).
+LIMITED = """
+import resource, runpy, sys
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv[0] = "crds-s3-sync"
+runpy.run_module("crds_s3_sync", run_name="__main__")
+"""
+
+
 @contextlib.contextmanager
 def small_file_system(path: Path, size: str):
     """A tmpfs of `size` at `path` where the tests may mount one (root); else None,
@@ -157,19 +166,10 @@ def test_a_full_disk_stops_the_sync_and_leaves_no_debris(make_bucket, tmp_path) 
     )
     with small_file_system(tmp_path / "small", "2m") as mounted:
         cache = tmp_path / "small" / "cache"
-
-        def limit() -> None:
-            if not mounted:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
-
-        done = subprocess.run(
-            command(bucket, cache, "--context", NIRSPEC, "--json", "-q"),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-            preexec_fn=limit,
-        )
+        sync = command(bucket, cache, "--context", NIRSPEC, "--json", "-q")
+        if not mounted:  # the limit is set inside the child: no preexec_fn among threads
+            sync[1:3] = ["-c", LIMITED, str(2 << 20)]
+        done = subprocess.run(sync, capture_output=True, text=True, check=False, timeout=120)
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert "No space left on device" in line or "File too large" in line
