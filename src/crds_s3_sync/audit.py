@@ -35,17 +35,27 @@ def check(plan: list[FileSpec], cache: Path, verify: bool) -> list[Problem]:
     """
     problems = []
     for spec in plan:
-        path = cache / spec.path
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            problems.append(Problem(spec, "missing", "not in the cache"))
-            continue
-        if spec.size is not None and size != spec.size:
-            problems.append(Problem(spec, "corrupt", f"{size} bytes, expected {spec.size}"))
-        elif verify and spec.sha1 is not None and (digest := sha1_of_file(path)) != spec.sha1:
-            problems.append(Problem(spec, "corrupt", f"SHA-1 {digest}, expected {spec.sha1}"))
+        found = defect(cache / spec.path, spec.size, spec.sha1 if verify else None)
+        if found:
+            problems.append(Problem(spec, *found))
     return problems
+
+
+def defect(path: Path, size: int | None, sha1: str | None) -> tuple[str, str] | None:
+    """What is wrong with the cached file at `path`, as ("missing" | "corrupt",
+    detail), or None if it has `size` and `sha1` (each checked unless None).
+
+    The one test of a cached file, for `--check` and for a sync's skip-if-valid.
+    """
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        return "missing", "not in the cache"
+    if size is not None and actual != size:
+        return "corrupt", f"{actual} bytes, expected {size}"
+    if sha1 is not None and (digest := _sha1_of_file(path)) != sha1:
+        return "corrupt", f"SHA-1 {digest}, expected {sha1}"
+    return None
 
 
 def unneeded(plan: list[FileSpec], cache: Path, observatory: str) -> list[Path]:
@@ -83,7 +93,7 @@ def _is_purgeable(path: Path, needed: set[Path]) -> bool:
     return False
 
 
-def sha1_of_file(path: Path) -> str:
+def _sha1_of_file(path: Path) -> str:
     digest = hashlib.sha1()
     with path.open("rb") as stream:
         while block := stream.read(HASH_BLOCK):

@@ -28,7 +28,7 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
-from .audit import sha1_of_file
+from .audit import defect
 from .errors import SyncError
 from .layout import temporary_path
 from .locks import file_lock
@@ -107,22 +107,9 @@ class Transfer:
         final = self.cache / spec.path
         try:
             size = await self._expected_size(spec)
-            if await self._is_valid(final, spec, size):
-                self.report.skipped += 1
-                self.progress.finished(spec, "skipped", size)
-                return
-            if final.parent not in self._made_dirs:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                self._made_dirs.add(final.parent)
-            async with file_lock(final):
-                if await self._is_valid(final, spec, size):
-                    self.report.skipped += 1  # another process sharing the cache got it
-                    self.progress.finished(spec, "skipped", size)
-                    return
-                if size >= self.options.threshold and spec.name not in self.prefetched:
-                    await self._retrying(lambda: self._ranged(spec, final, size), spec)
-                else:
-                    await self._retrying(lambda: self._whole(spec, final, size), spec)
+            fetched = not await self._is_valid(final, spec, size) and await self._fetch(
+                spec, final, size
+            )
         except (SourceError, ChecksumMismatch, OSError, aiohttp.ClientError) as exc:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 # Every other file would fail the same way: stop the whole sync now.
@@ -133,10 +120,29 @@ class Transfer:
             self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
             self.progress.finished(spec, "failed")
             return
+        if not fetched:
+            self.report.skipped += 1
+            self.progress.finished(spec, "skipped", size)
+            return
         self.report.downloaded += 1
         if spec.sha1 is None:
             self.report.unverified.append(spec.name)
         self.progress.finished(spec, "downloaded")
+
+    async def _fetch(self, spec: FileSpec, final: Path, size: int) -> bool:
+        """Fetch `spec` under its lock; False if, by the time the lock is ours, another
+        process sharing the cache has put a valid file there."""
+        if final.parent not in self._made_dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(final.parent)
+        async with file_lock(final):
+            if await self._is_valid(final, spec, size):
+                return False
+            if size >= self.options.threshold and spec.name not in self.prefetched:
+                await self._retrying(lambda: self._ranged(spec, final, size), spec)
+            else:
+                await self._retrying(lambda: self._whole(spec, final, size), spec)
+        return True
 
     async def _expected_size(self, spec: FileSpec) -> int:
         if spec.size is not None:
@@ -147,14 +153,11 @@ class Transfer:
             return await self.source.size(spec.source, spec.name)
 
     async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
-        try:
-            if final.stat().st_size != size:
-                return False
-        except FileNotFoundError:
-            return False
-        if not self.options.verify or spec.sha1 is None:
-            return True
-        return await self._off_loop(sha1_of_file, final) == spec.sha1
+        """By size (a stat, on the loop), or also by SHA-1 (in a thread) with verify."""
+        sha1 = spec.sha1 if self.options.verify else None
+        if sha1 is None:
+            return defect(final, size, None) is None
+        return await self._off_loop(defect, final, size, sha1) is None
 
     async def _retrying(
         self, attempt_once: Callable[[], Awaitable[None]], spec: FileSpec | None = None
