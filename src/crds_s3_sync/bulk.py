@@ -18,7 +18,9 @@ import queue
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,6 +32,14 @@ BUFFER = 1 << 20  # bytes read (then written and hashed) per call
 ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code>
 
 Refusal = Callable[[int, bytes, str], SourceError]
+
+
+class Request(NamedTuple):
+    """A signed GET: its URL, its headers, and the s3:// address errors name."""
+
+    url: str
+    headers: dict[str, str]
+    where: str
 
 
 class BulkReader:
@@ -45,15 +55,14 @@ class BulkReader:
 
     async def copy(
         self,
-        url: str,
-        headers: Mapping[str, str],
+        request: "Request",
         fd: int,
         offset: int,
         length: int,
-        where: str,
         digest: "hashlib._Hash | None" = None,
     ) -> None:
-        """GET `url` and write its body, which must be `length` bytes, to `fd` at `offset`.
+        """GET the request's URL and write its body, which must be `length` bytes, to
+        `fd` at `offset`.
 
         A cancelled caller (Ctrl-C, or another failure ending the sync) does not
         wait for the thread: its socket is shut down so a blocked read returns at
@@ -61,36 +70,23 @@ class BulkReader:
         close `fd` without the number being reused under the thread.
         """
         job = _Job()
-        own_fd = os.dup(fd)
+        copy = partial(self._copy, request, os.dup(fd), offset, length, digest, job)
         try:
-            await anyio.to_thread.run_sync(
-                self._copy,
-                url,
-                headers,
-                own_fd,
-                offset,
-                length,
-                where,
-                digest,
-                job,
-                abandon_on_cancel=True,
-                limiter=self.limiter,
-            )
+            await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self.limiter)
         except anyio.get_cancelled_exc_class():
             job.abandon()
             raise
 
     def _copy(
         self,
-        url: str,
-        headers: Mapping[str, str],
+        request: "Request",
         fd: int,
         offset: int,
         length: int,
-        where: str,
         digest: "hashlib._Hash | None",
         job: "_Job",
     ) -> None:
+        url, headers, where = request
         parts = urlsplit(url)
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         place = (parts.scheme, parts.netloc)
@@ -98,7 +94,7 @@ class BulkReader:
         reusable = False
         try:
             try:
-                connection.request("GET", target, headers=dict(headers))
+                connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
                 if response.status not in (200, 206) or (
                     "Range" in headers and response.status != 206

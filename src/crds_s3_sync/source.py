@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 
 from .bulk import THREADS as BULK_THREADS
-from .bulk import BulkReader
+from .bulk import BulkReader, Request
 from .errors import FormatError, NotFound, SourceError, Transient
 from .settings import PUBLIC_BUCKETS, Location, Settings
 
@@ -155,20 +155,19 @@ class S3Source:
     ) -> None:
         """Write one object, or the inclusive `byte_range` of it, to `fd` at `offset`,
         feeding `digest` on the way; for big bodies (see `bulk`)."""
-        url, headers, where = await self._request(location, name, byte_range)
-        await self._bulk.copy(url, headers, fd, offset, length, where, digest)
+        request = await self._request(location, name, byte_range)
+        await self._bulk.copy(request, fd, offset, length, digest)
 
     async def _request(
         self, location: Location, name: str, byte_range: tuple[int, int] | None
-    ) -> tuple[str, dict[str, str], str]:
-        """URL, headers, and the s3:// address that error messages name."""
+    ) -> Request:
         key = location.key(name)
         try:
             url = await self._url(location.bucket, key)
         except BotoCoreError as exc:
             raise self.explain(exc, location.bucket, key) from None
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
-        return url, headers, f"s3://{location.bucket}/{key}"
+        return Request(url, headers, f"s3://{location.bucket}/{key}")
 
     async def _url(self, bucket: str, key: str) -> str:
         """A GET URL for `key`, presigned with SigV4 unless requests are anonymous.
