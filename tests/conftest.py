@@ -2,8 +2,11 @@
 from the real CRDS rules files vendored in tests/data."""
 
 import hashlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,3 +164,33 @@ def mappings_of(observatory: str, *imaps: str) -> list[str]:
         text = (RULES / "mappings" / observatory / imap).read_text()
         names.update(parse_mapping(imap, text).mappings)
     return sorted(names)
+
+
+def run_crds(
+    script: str, crds_path: Path, observatory: str, request: dict, timeout: float, **env: str
+) -> dict:
+    """Run `script` (Python using the crds client) offline against the cache at
+    `crds_path`, with the JSON `request` as argv[1]; return its last line as JSON.
+
+    crds keeps process-wide state, so each question gets a fresh interpreter. Its
+    server URL contains "serverless", which crds takes as "never call the server",
+    and the host does not exist anyway.
+    """
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("CRDS_")}
+    environ |= {
+        "CRDS_PATH": str(crds_path),
+        "CRDS_MODE": "local",
+        "CRDS_SERVER_URL": f"https://{observatory}-crds-serverless.stsci.edu",
+        "CRDS_OBSERVATORY": observatory,
+        **env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(request)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
