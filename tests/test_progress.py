@@ -34,7 +34,8 @@ def run_events(progress: Progress) -> None:
         progress.finished(a, "skipped", 1000)
         progress.started(b)
         progress.advanced(b, 400)
-        progress.restarted(b)
+        progress.restart(b)
+        progress.retrying("s3://b/p/b.fits", "s3://b/p/b.fits: SlowDown", 1, 0.2)
         progress.advanced(b, 1000)
         progress.started(c)
         progress.advanced(c, 300)
@@ -46,7 +47,8 @@ def test_plain_lines_are_rate_limited() -> None:
     run_events(progress)
     progress.finished(spec("b.fits"), "downloaded")
     progress.finished(spec("c.fits"), "failed")
-    lines = out.getvalue().splitlines()
+    retry, *lines = out.getvalue().splitlines()
+    assert retry == "retrying (1 tries, 0 s so far): s3://b/p/b.fits: SlowDown"
     assert lines == [lines[-1]], "only the final line: the interval never passed"
     assert "3/3 files" in lines[0] and "skipped 1" in lines[0] and "failed 1" in lines[0]
     assert "retried 1" in lines[0]

@@ -4,10 +4,11 @@ On the event loop every received chunk was copied twice in user space (uvloop's
 bytes, then aiohttp's payload) before our write, and the loop's one core was the
 bottleneck of the 2 GiB benchmark at about half of s5cmd's speed. Here each
 worker thread owns a blocking `http.client` connection and reads with `readinto`
-straight into a reused buffer, which `pwritev` and SHA-1 then take; all three
+straight into a reused buffer, which `pwrite` and SHA-1 then take; all three
 release the GIL, so the kernel's copies and the hashing spread over every core.
 Small objects stay on aiohttp, where many requests in flight matter more than
-copies.
+copies. Connections go where botocore's would (`connection`): the same CA
+bundle, and a CONNECT tunnel through the same proxy.
 """
 
 import contextlib
@@ -16,22 +17,23 @@ import http.client
 import os
 import queue
 import socket
-import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
 
+from .connection import Connection, Proxy
 from .errors import SourceError, Transient
+from .s3errors import Answer, Translator, is_certificate_error, one_line
 
 THREADS = 16  # bodies in flight at once; more only adds GIL traffic
 BUFFER = 1 << 20  # bytes read (then written and hashed) per call
-ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code>
-
-Refusal = Callable[[int, bytes, str], SourceError]
+ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
+# What a keep-alive connection the server closed while idle looks like on reuse.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class Request(NamedTuple):
@@ -42,27 +44,40 @@ class Request(NamedTuple):
     where: str
 
 
+Place = tuple[str, str, "Proxy | None"]  # scheme, host:port, proxy
+
+
 class BulkReader:
     """Keep-alive connections shared by the worker threads, one request each at a time."""
 
-    def __init__(self, threads: int, timeout: float, refusal: Refusal) -> None:
-        self.limiter = anyio.CapacityLimiter(threads)
+    def __init__(
+        self, threads: int, timeout: float, connection: Connection, translator: Translator
+    ) -> None:
+        self._threads = anyio.CapacityLimiter(threads)
+        self._unlimited = anyio.CapacityLimiter(threads)  # the slot is taken by `worker`
         self._timeout = timeout
-        self._refusal = refusal  # an S3 error answer as a SourceError
-        self._idle: dict[tuple[str, str], queue.SimpleQueue] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._connection = connection
+        self._translator = translator
+        self._idle: dict[Place, queue.SimpleQueue] = {}
         self._local = threading.local()  # each thread's buffer, reused for every body
+
+    @contextlib.asynccontextmanager
+    async def worker(self) -> AsyncIterator[None]:
+        """Hold a worker thread: a GET is signed only once it has one, so a request
+        that waited in line is not sent with a signature that aged meanwhile."""
+        async with self._threads:
+            yield
 
     async def copy(
         self,
-        request: "Request",
+        request: Request,
         fd: int,
         offset: int,
         length: int,
         digest: "hashlib._Hash | None" = None,
     ) -> None:
         """GET the request's URL and write its body, which must be `length` bytes, to
-        `fd` at `offset`.
+        `fd` at `offset`; call inside `worker()`.
 
         A cancelled caller (Ctrl-C, or another failure ending the sync) does not
         wait for the thread: its socket is shut down so a blocked read returns at
@@ -72,39 +87,31 @@ class BulkReader:
         job = _Job()
         copy = partial(self._copy, request, os.dup(fd), offset, length, digest, job)
         try:
-            await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self.limiter)
+            await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self._unlimited)
         except anyio.get_cancelled_exc_class():
             job.abandon()
             raise
 
     def _copy(
         self,
-        request: "Request",
+        request: Request,
         fd: int,
         offset: int,
         length: int,
         digest: "hashlib._Hash | None",
         job: "_Job",
     ) -> None:
-        url, headers, where = request
-        parts = urlsplit(url)
-        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-        place = (parts.scheme, parts.netloc)
-        connection = job.connection = self._connection(*place)
+        parts = urlsplit(request.url)
+        proxy = self._connection.proxy_for(request.url)
+        place = (parts.scheme, parts.netloc, proxy)
         reusable = False
         try:
-            try:
-                connection.request("GET", target, headers=headers)
-                response = connection.getresponse()
-                if response.status not in (200, 206) or (
-                    "Range" in headers and response.status != 206
-                ):
-                    raise self._refusal(response.status, response.read(ERROR_BODY), where)
-                announced = int(response.getheader("Content-Length", "-1"))
-            except (OSError, http.client.HTTPException) as exc:
-                raise _lost(where, exc) from None
+            response = self._send(request, place, job)
+            announced = int(response.getheader("Content-Length", "-1"))
             if announced != length:  # the bucket disagrees with server_config: no retry
-                raise SourceError(f"{where}: object is {announced} bytes, expected {length}")
+                raise SourceError(
+                    f"{request.where}: object is {announced} bytes, expected {length}"
+                )
             buffer = getattr(self._local, "buffer", None)
             if buffer is None:
                 buffer = self._local.buffer = memoryview(bytearray(BUFFER))
@@ -113,9 +120,13 @@ class BulkReader:
                 try:
                     got = response.readinto(buffer[: min(len(buffer), length - done)])
                 except (OSError, http.client.HTTPException) as exc:
-                    raise _lost(where, exc) from None
+                    raise Transient(
+                        f"{request.where}: {type(exc).__name__}: {one_line(exc)}"
+                    ) from None
                 if not got:
-                    raise Transient(f"{where}: connection closed after {done} of {length} bytes")
+                    raise Transient(
+                        f"{request.where}: connection closed after {done} of {length} bytes"
+                    )
                 if digest is not None:
                     digest.update(buffer[:got])
                 _write_all(fd, offset + done, buffer[:got])
@@ -123,22 +134,73 @@ class BulkReader:
             reusable = done == length and not response.will_close and not job.abandoned
         finally:
             os.close(fd)
-            if reusable:
-                self._idle[place].put(connection)
-            else:
-                connection.close()
+            if job.connection is not None:
+                if reusable:
+                    self._idle[place].put(job.connection)
+                else:
+                    job.connection.close()
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        idle = self._idle.setdefault((scheme, netloc), queue.SimpleQueue())
+    def _send(self, request: Request, place: Place, job: "_Job") -> http.client.HTTPResponse:
+        """Send and read the status; a keep-alive connection that S3 closed while it was
+        idle gets one fresh resend, not counted as a try."""
+        connection, reused = self._connection_for(place)
+        job.connection = connection
+        parts = urlsplit(request.url)
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        headers = dict(request.headers)
+        proxy = place[2]
+        if proxy is not None and parts.scheme == "http":  # forwarded, not tunnelled
+            target = request.url
+            headers.update(proxy.headers)
         try:
-            return idle.get_nowait()
+            try:
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+            except _STALE:
+                if not reused or job.abandoned:
+                    raise
+                connection.close()
+                connection = job.connection = self._connect(place)
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._lost(request, place, exc) from None
+        if response.status not in (200, 206) or ("Range" in headers and response.status != 206):
+            body = response.read(ERROR_BODY)
+            answer = Answer.parse(response.status, dict(response.getheaders()), body)
+            raise self._translator.answer(request.where, answer)
+        return response
+
+    def _lost(self, request: Request, place: Place, exc: BaseException) -> Exception:
+        host, proxy = place[1], place[2]
+        if is_certificate_error(exc):
+            return self._translator.certificate(host, exc)
+        if proxy is not None and str(exc).startswith("Tunnel connection failed"):
+            detail = str(exc).removeprefix("Tunnel connection failed:").strip()
+            return self._translator.proxy_refused(proxy.url, host, detail)
+        return Transient(f"{request.where}: {type(exc).__name__}: {one_line(exc)}")
+
+    def _connection_for(self, place: Place) -> tuple[http.client.HTTPConnection, bool]:
+        idle = self._idle.setdefault(place, queue.SimpleQueue())
+        try:
+            return idle.get_nowait(), True
         except queue.Empty:
-            pass
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            return http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._ssl)
-        return http.client.HTTPConnection(netloc, timeout=self._timeout)
+            return self._connect(place), False
+
+    def _connect(self, place: Place) -> http.client.HTTPConnection:
+        scheme, netloc, proxy = place
+        host, port = netloc, None
+        if proxy is not None:  # connect to the proxy, then CONNECT through it for TLS
+            host, port = proxy.host_port
+        if scheme != "https":
+            return http.client.HTTPConnection(host, port, timeout=self._timeout)
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=self._timeout, context=self._connection.ssl
+        )
+        if proxy is not None:
+            target = urlsplit(f"//{netloc}")
+            connection.set_tunnel(target.hostname or "", target.port or 443, proxy.headers)
+        return connection
 
     def close(self) -> None:
         for idle in self._idle.values():
@@ -159,11 +221,6 @@ class _Job:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-def _lost(where: str, exc: BaseException) -> Transient:
-    detail = " ".join(str(exc).split()) or "no detail"
-    return Transient(f"{where}: {type(exc).__name__}: {detail}")
 
 
 def _write_all(fd: int, offset: int, data: memoryview) -> None:

@@ -19,7 +19,9 @@ from rich.filesize import decimal
 
 from . import __version__
 from .errors import SyncError
+from .platforms import check_platform, fit_open_files
 from .progress import JsonLines, Progress, make_progress
+from .s3errors import one_line
 from .settings import Env, Layout, resolve_settings
 from .sync import Action, SyncOptions, SyncResult, sync
 from .transfer import TransferOptions
@@ -182,6 +184,15 @@ def run(
             help="Files this big or bigger are fetched as concurrent ranged GETs.",
         ),
     ] = f"{TransferOptions.threshold >> 20}M",
+    retry_time: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="How long one request keeps being retried before its file fails.",
+            rich_help_panel=RUN,
+        ),
+    ] = TransferOptions.retry_time,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -287,6 +298,10 @@ def run(
     console = Console(stderr=True, quiet=quiet)
     progress = None
     try:
+        check_platform()
+        jobs, note = fit_open_files(jobs)
+        if note:
+            console.print(note, highlight=False, markup=False, soft_wrap=True)
         settings = resolve_settings(
             observatory=observatory,
             env=env,
@@ -300,7 +315,7 @@ def run(
         )
         options = SyncOptions(
             Selection(all=all_, last=last, names=names),
-            TransferOptions(jobs, part_size, threshold, verify),
+            TransferOptions(jobs, part_size, threshold, verify, retry_time),
             dry_run=dry_run,
             mappings_only=mappings_only,
             action=action,
@@ -312,7 +327,7 @@ def run(
         result = anyio.run(sync, settings, options, progress, backend_options=_LOOP)
     except SyncError as exc:
         Console(stderr=True).print(
-            f"crds-s3-sync: error: {exc}", highlight=False, markup=False, soft_wrap=True
+            f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True
         )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

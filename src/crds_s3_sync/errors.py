@@ -28,3 +28,17 @@ class NotFound(SourceError):
 
 class Transient(SourceError):
     """A failure that may not happen again: throttling, a server error, a lost connection."""
+
+
+class Throttled(Transient):
+    """S3 asked for fewer requests (503 SlowDown): the whole run slows down, not one file."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SetupError(SyncError):
+    """This machine's network or credentials setup is wrong (an untrusted certificate, a
+    proxy that refuses, a skewed clock): every request would fail the same way, so the
+    run stops at once instead of failing each file."""

@@ -12,7 +12,6 @@ two different files of one name.
 """
 
 import errno
-import fcntl
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +30,8 @@ def lock_path(final: Path) -> Path:
 async def file_lock(final: Path) -> AsyncIterator[None]:
     """Hold the lock for `final`, waiting (without blocking the loop) while another
     process holds it."""
+    import fcntl  # POSIX only; `platforms.check_platform` refused the rest
+
     path, delay = lock_path(final), POLL[0]
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -72,7 +72,7 @@ class PartialFile:
         view = memoryview(self._buffer)[: self.part_length(index)]
         offset, filled = index * self.part_size, 0
         while filled < len(view):
-            got = os.preadv(self.fd, [view[filled:]], offset + filled)
+            got = _read_into(self.fd, view[filled:], offset + filled)
             if got == 0:
                 raise OSError(f"{self.temp}: shorter than part {index} needs")
             filled += got
@@ -117,3 +117,13 @@ def _completed_parts(final: Path, size: int, sha1: str | None, part_size: int) -
         return {i for i in record["done"] if isinstance(i, int) and 0 <= i < count}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    """`os.preadv` into `view`, or `os.pread` and a copy where it is missing (some
+    macOS Pythons)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)

@@ -49,11 +49,15 @@ class Progress:
         self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + nbytes
         self.done_bytes += nbytes
 
-    def restarted(self, spec: "FileSpec") -> None:
-        """A retry starts the file over: take back the bytes it had counted."""
-        self.retried += 1
+    def restart(self, spec: "FileSpec") -> None:
+        """An attempt at the file failed: take back the bytes it had counted."""
         self.done_bytes -= self.in_flight.get(spec.name, 0)
         self.in_flight[spec.name] = 0
+
+    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
+        """A request failed in a way that may pass and will be tried again (the
+        retry policy's listener)."""
+        self.retried += 1
 
     def finished(self, spec: "FileSpec", outcome: str, size: int = 0) -> None:
         got = self.in_flight.pop(spec.name, 0)
@@ -76,6 +80,25 @@ class Progress:
         pass
 
 
+class _Retries:
+    """Retry lines for people: the first at once, then at most one every `interval`
+    seconds, so a long run of retries is never silent and never floods."""
+
+    def __init__(self, console: Console, interval: float) -> None:
+        self.console, self.interval, self.last = console, interval, -interval
+
+    def show(self, where: str, error: str, tries: int, elapsed: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.console.print(
+                f"retrying ({tries} tries, {elapsed:.0f} s so far): {error}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+
+
 class PlainProgress(Progress):
     """One line at most every `interval` seconds, for CI logs and pipes."""
 
@@ -83,6 +106,11 @@ class PlainProgress(Progress):
         super().__init__()
         self.console, self.interval = console, interval
         self.start = self.last = time.monotonic()
+        self._retries = _Retries(console, interval)
+
+    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
+        super().retrying(where, error, tries, elapsed)
+        self._retries.show(where, error, tries, elapsed)
 
     def refresh(self) -> None:
         now = time.monotonic()
@@ -115,6 +143,11 @@ class Dashboard(Progress):
         )
         self.bytes_task: TaskID = self.bars.add_task("bytes", total=None)
         self.live = Live(console=console, get_renderable=self._render, refresh_per_second=8)
+        self._retries = _Retries(console, 10.0)
+
+    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
+        super().retrying(where, error, tries, elapsed)
+        self._retries.show(where, error, tries, elapsed)  # printed above the live view
 
     def planned(self, files: int, total_bytes: int) -> None:
         super().planned(files, total_bytes)
@@ -165,9 +198,9 @@ class JsonLines(Progress):
         super().planned(files, total_bytes)
         self.emit("planned", files=files, bytes=total_bytes)
 
-    def restarted(self, spec: "FileSpec") -> None:
-        super().restarted(spec)
-        self.emit("retry", name=spec.name)
+    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
+        super().retrying(where, error, tries, elapsed)
+        self.emit("retry", where=where, error=error, tries=tries, seconds=round(elapsed, 3))
 
     def finished(self, spec: "FileSpec", outcome: str, size: int = 0) -> None:
         super().finished(spec, outcome, size)

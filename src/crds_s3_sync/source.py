@@ -1,147 +1,139 @@
-"""S3 access: one aioboto3 client shared by every stage of a sync.
+"""S3 access: the one seam between a sync and the network.
 
-botocore resolves endpoints, signs, lists and HEADs, with its "standard" retry
-mode (throttling, 5xx, connection errors; exponential backoff with jitter).
-Object GETs go through aiohttp with URLs botocore signs (see `open`), so their
-retries are ours: `get_bytes` here, the transfer stage for downloads, both
-deciding with `is_transient`.
+Listing and HEADs go through botocore (aioboto3), which resolves endpoints,
+regions, TLS, proxies and credentials. Object GETs take a faster path with the
+same answers (`addressing` for host and signature, `connection` for trust and
+proxies): small bodies through aiohttp on the event loop, big ones through
+`bulk`'s worker threads straight into the file. Each GET holds one of the run's
+request slots (`retry.Pacer`), is signed only then, and has its status and
+length checked here; S3's refusals become one line each (`s3errors`). Two
+answers are handled here by resending, neither counted as a try: a bucket in
+another region (learned once per bucket) and credentials that expired in
+flight (renewed once). Everything else is one attempt; `retry` decides on more.
 """
 
 import hashlib
-import random
-import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from urllib.parse import quote
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import TypeVar
 
 import aioboto3
 import aiohttp
-import anyio
 from botocore import UNSIGNED
-from botocore.auth import S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
     EndpointConnectionError,
+    ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
 )
 
+from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader, Request
-from .errors import FormatError, NotFound, SourceError, Transient
+from .connection import Connection
+from .errors import FormatError, SourceError, SyncError, Transient
+from .retry import Pacer, Retry, RetryListener
+from .s3errors import Answer, ExpiredCredentials, Translator, WrongRegion, one_line
 from .settings import PUBLIC_BUCKETS, Location, Settings
 
-# Tries per object GET (or part) before it is reported failed.
-ATTEMPTS = 5
-
-
-_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
-
-
-@dataclass(frozen=True)
-class ObjectStream:
-    body: aiohttp.StreamReader
-    size: int
+T = TypeVar("T")
+CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60  # seconds
+ERROR_BODY = 4096
 
 
 class S3Source:
-    """Reads objects and listings; use as `async with S3Source(settings, jobs) as source`."""
+    """Reads objects and listings; use as `async with S3Source(...) as source`.
 
-    def __init__(self, settings: Settings, connections: int) -> None:
+    `pacer.slots` is the run's one limit on requests in flight; `retry` is the run's
+    one retry policy, for callers to wrap attempts in.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: int,
+        listener: RetryListener | None = None,
+        retry_seconds: float | None = None,
+    ) -> None:
         self.settings = settings
-        self.connections = connections
-        self.unsigned = bool(settings.unsigned)
-        self.credentials_found = True
+        self.pacer = Pacer(jobs)
+        self.retry = Retry(self.pacer, listener, *([retry_seconds] if retry_seconds else []))
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> "S3Source":
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
         session = aioboto3.Session()
-        self._credentials = None
+        credentials, found = None, True
+        unsigned = bool(self.settings.unsigned)
         if self.settings.unsigned is None:
             if self.settings.config.bucket in PUBLIC_BUCKETS:
-                self.unsigned = True  # no need to look for credentials at all
+                unsigned = True  # no need to look for credentials at all
             else:
-                self._credentials = await session.get_credentials()
-                self.credentials_found = self._credentials is not None
-                self.unsigned = not self.credentials_found
+                credentials = await session.get_credentials()
+                found = credentials is not None
+                unsigned = not found
+        connections = self.pacer.ceiling + 4
         config = Config(
-            signature_version=UNSIGNED if self.unsigned else "s3v4",
-            max_pool_connections=self.connections,
-            retries={"mode": "standard", "max_attempts": 6},
-            connect_timeout=10,
-            read_timeout=60,
+            signature_version=UNSIGNED if unsigned else "s3v4",
+            max_pool_connections=connections,
+            retries={"mode": "standard", "total_max_attempts": 1},  # `retry` decides
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
             s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
         )
-        self._client = await self._stack.enter_async_context(
-            session.client(
-                "s3",
-                endpoint_url=self.settings.endpoint_url,
-                region_name=session.region_name or "us-east-1",
-                config=config,
-            )
+        self._addresses = Addresses(
+            session, config, self.settings.endpoint_url, credentials, self._stack
         )
-        self._region = self._client.meta.region_name
-        self._bases: dict[str, str] = {}
+        client = await self._addresses.client(self.settings.config.bucket)
+        self.connection = Connection.of(client)
+        self.translator = Translator(not unsigned, found, self.connection.ca_bundle)
         self._http = await self._stack.enter_async_context(
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                connector=aiohttp.TCPConnector(
+                    limit=connections, ttl_dns_cache=300, ssl=self.connection.ssl
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
+                ),
                 auto_decompress=False,  # the stored bytes are what the SHA-1 covers
             )
         )
-        self._bulk = BulkReader(min(BULK_THREADS, self.connections), 60, self._refusal)
+        self._bulk = BulkReader(
+            min(BULK_THREADS, self.pacer.ceiling), READ_TIMEOUT, self.connection, self.translator
+        )
         self._stack.callback(self._bulk.close)
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
+    # -- object GETs -------------------------------------------------------------------
+
     async def get_bytes(self, location: Location, name: str, limit: int) -> bytes:
-        """A whole small object (server_config, a mapping, a context pickle), retried if
-        it may work next time; one bigger than `limit` is refused unread, so a hostile
-        bucket cannot fill memory with a "mapping"."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with self.open(location, name) as stream:
-                    if stream.size > limit:
-                        raise FormatError(
-                            f"s3://{location.bucket}/{location.key(name)}: {stream.size:,} bytes,"
-                            f" more than the {limit >> 20} MiB a file of its kind can need"
-                        )
-                    return await stream.body.read()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if attempt == ATTEMPTS:
-                    where = f"s3://{location.bucket}/{location.key(name)}"
-                    message = f"{where}: {_one_line(exc)} (gave up after {attempt} tries)"
-                    raise Transient(message) from None
-            await anyio.sleep(backoff(attempt))
-        raise AssertionError("unreachable")
+        """A whole small object for planning (server_config, a mapping, a context
+        pickle), retried by the run's policy."""
+        return await self.retry.run(
+            lambda: self.read(location, name, limit=limit), self._where(location, name)
+        )
 
-    @asynccontextmanager
-    async def open(
-        self, location: Location, name: str, byte_range: tuple[int, int] | None = None
-    ) -> AsyncIterator[ObjectStream]:
-        """Stream one object, or the inclusive `byte_range` of it.
-
-        GETs skip botocore's request pipeline, which costs about 1.7 ms of CPU per
-        request and made the event loop the bottleneck for small files; aiohttp,
-        which aiobotocore uses anyway, sends them to the URL `_url` makes.
-        """
-        url, headers, where = await self._request(location, name, byte_range)
-        try:
-            response = await self._http.get(url, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Transient(f"{where}: {type(exc).__name__}: {_one_line(exc)}") from None
-        async with response:
-            if response.status not in (200, 206) or (byte_range and response.status != 206):
-                raise self._refusal(response.status, await response.content.read(4096), where)
-            yield ObjectStream(response.content, int(response.headers["Content-Length"]))
+    async def read(
+        self, location: Location, name: str, *, size: int | None = None, limit: int | None = None
+    ) -> bytes:
+        """One GET of a whole object into memory: it must be `size` bytes if given, and
+        one bigger than `limit` is refused unread, so a hostile bucket cannot fill
+        memory with a "mapping"."""
+        async with self.pacer.slots:
+            return await self._send(location, name, None, lambda r: self._small(r, size, limit))
 
     async def copy_into(
         self,
@@ -153,116 +145,161 @@ class S3Source:
         byte_range: tuple[int, int] | None = None,
         digest: "hashlib._Hash | None" = None,
     ) -> None:
-        """Write one object, or the inclusive `byte_range` of it, to `fd` at `offset`,
-        feeding `digest` on the way; for big bodies (see `bulk`)."""
-        request = await self._request(location, name, byte_range)
-        await self._bulk.copy(request, fd, offset, length, digest)
+        """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
+        `offset` and fed to `digest` on the way, by a worker thread (see `bulk`)."""
+        async with self.pacer.slots, self._bulk.worker():
+            await self._send(
+                location,
+                name,
+                byte_range,
+                lambda r: self._bulk.copy(r, fd, offset, length, digest),
+            )
 
-    async def _request(
-        self, location: Location, name: str, byte_range: tuple[int, int] | None
-    ) -> Request:
-        key = location.key(name)
-        try:
-            url = await self._url(location.bucket, key)
-        except BotoCoreError as exc:
-            raise self.explain(exc, location.bucket, key) from None
+    async def _send(
+        self,
+        location: Location,
+        name: str,
+        byte_range: tuple[int, int] | None,
+        send: Callable[[Request], Awaitable[T]],
+    ) -> T:
+        """Sign and send now; resend after a region redirect or expired credentials."""
+        bucket, key = location.bucket, location.key(name)
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
-        return Request(url, headers, f"s3://{location.bucket}/{key}")
+        renewed = False
+        while True:
+            url = await self._addresses.url(bucket, key)
+            try:
+                return await send(Request(url, headers, self._where(location, name)))
+            except WrongRegion as exc:
+                if not self._addresses.learn(bucket, exc.region):
+                    raise SourceError(str(exc)) from None
+            except ExpiredCredentials:
+                if renewed:
+                    raise
+                await self._addresses.renew()
+                renewed = True
 
-    async def _url(self, bucket: str, key: str) -> str:
-        """A GET URL for `key`, presigned with SigV4 unless requests are anonymous.
+    async def _small(self, request: Request, size: int | None, limit: int | None) -> bytes:
+        url, headers, where = request
+        proxy = self.connection.proxy_for(url)
+        options = {"proxy": proxy.url, "proxy_headers": proxy.headers} if proxy else {}
+        for fresh in (False, True):
+            try:
+                response = await self._http.get(url, headers=headers, **options)
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if fresh or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise self._lost(request, exc) from None
+                # a keep-alive connection S3 closed while idle: resend once, not a try
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._lost(request, exc) from None
+        async with response:
+            try:
+                if response.status not in (200, 206) or (headers and response.status != 206):
+                    body = await response.content.read(ERROR_BODY)
+                    answer = Answer.parse(response.status, response.headers, body)
+                    raise self.translator.answer(where, answer)
+                announced = int(response.headers.get("Content-Length", "-1"))
+                if size is not None and announced != size:  # no retry: the bucket disagrees
+                    raise SourceError(f"{where}: object is {announced} bytes, expected {size}")
+                if limit is not None and announced > limit:
+                    raise FormatError(
+                        f"{where}: {announced:,} bytes, more than the {limit >> 20} MiB"
+                        " a file of its kind can need"
+                    )
+                data = await response.content.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._lost(request, exc) from None
+        if announced >= 0 and len(data) != announced:
+            raise Transient(f"{where}: connection closed after {len(data)} of {announced} bytes")
+        return data
 
-        botocore works out the bucket's base URL once (endpoint, addressing
-        style); each key then costs a quote and, when signing, botocore's own
-        SigV4 query signer: about 60 us instead of 200 us for a full presign.
-        """
-        base = self._bases.get(bucket)
-        if base is None:
-            probe = await self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": "probe"}
-            )
-            base = self._bases[bucket] = probe.split("?", 1)[0].removesuffix("probe")
-        url = base + quote(key, safe="/~")
-        if self._credentials is None:
-            return url
-        request = AWSRequest(method="GET", url=url)
-        credentials = await self._credentials.get_frozen_credentials()  # refreshes if due
-        S3SigV4QueryAuth(credentials, "s3", self._region, expires=3600).add_auth(request)
-        return request.url
+    def _lost(self, request: Request, exc: BaseException) -> Exception:
+        """A request that got no S3 answer, as one line: fatal when it never will."""
+        host = request.url.split("/")[2]
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return self.translator.certificate(host, exc.certificate_error)
+        if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+            return self.translator.certificate(host, exc)
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            proxy = self.connection.proxy_for(request.url)
+            detail = f"{exc.status} {exc.message}"
+            return self.translator.proxy_refused(proxy.url if proxy else "?", host, detail)
+        return Transient(f"{request.where}: {type(exc).__name__}: {one_line(exc)}")
 
-    def _refusal(self, status: int, body: bytes, where: str) -> SourceError:
-        """An S3 error answer (status and XML error code) as one line."""
-        match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
-        code = match.group(1).decode(errors="replace") if match else str(status)
-        return self._classify(where, status, code, f"HTTP {status} {code}")
-
-    def _classify(self, where: str, status: int | None, code: str, detail: str) -> SourceError:
-        """One verdict for S3's answers, whether aiohttp or botocore received them."""
-        if code == "NoSuchBucket":
-            return SourceError(f"{where}: no such bucket")
-        if code in ("NoSuchKey", "NotFound") or status == 404:
-            return NotFound(f"{where}: no such object")
-        if code in ("AccessDenied", "InvalidAccessKeyId", "Forbidden") or status == 403:
-            return SourceError(f"{where}: access denied{self._credentials_hint()}")
-        kind = Transient if code in _THROTTLING or (status or 0) >= 500 else SourceError
-        return kind(f"{where}: {detail}")
-
-    def _credentials_hint(self) -> str:
-        if self.unsigned and not self.credentials_found:
-            return (
-                " (no AWS credentials were found, so the request was unsigned;"
-                " set AWS_PROFILE or credentials for a private bucket)"
-            )
-        return ""
+    # -- botocore requests -------------------------------------------------------------
 
     async def size(self, location: Location, name: str) -> int:
+        """An object's size, from a HEAD."""
         key = location.key(name)
-        try:
-            response = await self._client.head_object(Bucket=location.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise self.explain(exc, location.bucket, key) from None
-        return int(response["ContentLength"])
+
+        async def head() -> int:
+            async with self.pacer.slots:
+                client = await self._addresses.client(location.bucket)
+                response = await self._botocore(
+                    client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
+                )
+            return int(response["ContentLength"])
+
+        return await self.retry.run(head, self._where(location, name))
 
     async def list_names(self, location: Location) -> list[str]:
         """Names of the objects directly under `location` (not in deeper "folders")."""
-        paginator = self._client.get_paginator("list_objects_v2")
         prefix = location.key("")
-        names = []
-        try:
-            async for page in paginator.paginate(
-                Bucket=location.bucket, Prefix=prefix, Delimiter="/"
-            ):
-                names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
-        except (ClientError, BotoCoreError) as exc:
-            raise self.explain(exc, location.bucket, prefix) from None
-        return names
 
-    def explain(self, exc: Exception, bucket: str, key: str) -> SourceError:
-        """Turn a botocore error into one line that says what failed and where."""
+        async def listing() -> list[str]:
+            names = []
+            client = await self._addresses.client(location.bucket)
+            pages = aiter(
+                client.get_paginator("list_objects_v2").paginate(
+                    Bucket=location.bucket, Prefix=prefix, Delimiter="/"
+                )
+            )
+            async with self.pacer.slots:
+                while True:
+                    page = await self._botocore(anext(pages, None), location.bucket, prefix)
+                    if page is None:
+                        return names
+                    names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+
+        return await self.retry.run(listing, f"s3://{location.bucket}/{prefix}")
+
+    async def _botocore(self, call: Awaitable[T], bucket: str, key: str) -> T:
+        """One botocore request (which follows region redirects itself), its failure
+        translated as the GET paths translate theirs."""
+        try:
+            return await call
+        except (ClientError, BotoCoreError) as exc:
+            raise self.explain(exc, bucket, key) from None
+
+    def explain(self, exc: Exception, bucket: str, key: str) -> SyncError:
+        """A botocore error as one line saying what failed and where."""
         where = f"s3://{bucket}/{key}"
         if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return self._classify(where, status, code, f"{code or status}: {_one_line(exc)}")
+            error = exc.response.get("Error", {})
+            metadata = exc.response.get("ResponseMetadata", {})
+            answer = Answer.of(
+                metadata.get("HTTPStatusCode") or 0,
+                metadata.get("HTTPHeaders", {}),
+                error.get("Code"),
+                error.get("Message"),
+                error.get("Region"),
+            )
+            translated = self.translator.answer(where, answer)
+            if isinstance(translated, WrongRegion):  # botocore could not follow it either
+                return SourceError(str(translated))
+            return translated
+        if isinstance(exc, SSLError):
+            return self.translator.certificate(exc.kwargs.get("endpoint_url", where), exc)
+        if isinstance(exc, ProxyConnectionError):
+            proxy = exc.kwargs.get("proxy_url", "")
+            return self.translator.proxy_refused(proxy, where, one_line(exc))
         if isinstance(exc, EndpointConnectionError):
             return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
         if isinstance(exc, ConnectionError | ReadTimeoutError):
-            return Transient(f"{where}: {type(exc).__name__}: {_one_line(exc)}")
-        return SourceError(f"{where}: {type(exc).__name__}: {_one_line(exc)}")
+            return Transient(f"{where}: {type(exc).__name__}: {one_line(exc)}")
+        return SourceError(f"{where}: {type(exc).__name__}: {one_line(exc)}")
 
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try: throttling, a server error, a dropped or stalled stream.
-
-    botocore's own errors never get here: `explain` turns them into SourceErrors.
-    """
-    return isinstance(exc, Transient | aiohttp.ClientError | TimeoutError)
-
-
-def backoff(attempt: int, base: float = 0.25, cap: float = 20.0) -> float:
-    """Exponential backoff with full jitter, so retrying clients do not move in step."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    @staticmethod
+    def _where(location: Location, name: str) -> str:
+        return f"s3://{location.bucket}/{location.key(name)}"

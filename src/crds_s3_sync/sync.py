@@ -64,7 +64,7 @@ class SyncResult:
 async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
     start = time.monotonic()
     jobs = options.transfer.jobs
-    async with S3Source(settings, connections=jobs + 4) as source:
+    async with S3Source(settings, jobs, progress, options.transfer.retry_time) as source:
         config_bytes, server_config = await _load_server_config(source, settings)
         contexts, pickles = await _choose_contexts(source, settings, options, server_config)
         if pickles:

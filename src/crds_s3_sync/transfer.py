@@ -10,8 +10,11 @@ completed prefix, so the SHA-1 is known when the last byte lands and memory is
 bounded by the parts in flight. Completed parts are recorded beside the
 temporary file, so a killed run resumes where it stopped.
 
-All requests, whole-file or part, share one limit (`jobs`); small and large
-files have their own workers, so neither waits for the other to drain. A file
+All requests, whole-file or part, share the source's one limit on requests in
+flight (`jobs` at most; throttling lowers it); small and large files have their
+own workers, so neither waits for the other to drain. Each GET, whole file or
+part, is one attempt of the source's retry policy; a ranged file whose parts all
+arrived but whose SHA-1 does not match is fetched once more from scratch. A file
 is fetched under its lock (`locks`), so processes sharing a cache never fetch
 one file at the same time, and each looks again once it holds the lock.
 """
@@ -19,12 +22,11 @@ one file at the same time, and each looks again once it holds the lock.
 import errno
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
@@ -36,7 +38,9 @@ from .partial import PartialFile
 from .plan import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
-from .source import ATTEMPTS, S3Source, SourceError, backoff, is_transient
+from .retry import RETRY_TIME, Mismatch
+from .s3errors import one_line
+from .source import S3Source, SourceError
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
@@ -46,16 +50,13 @@ _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file s
 T = TypeVar("T")
 
 
-class ChecksumMismatch(Exception):
-    """The bytes received are not the bytes server_config describes."""
-
-
 @dataclass(frozen=True)
 class TransferOptions:
     jobs: int = 64  # requests in flight, across all files
     part_size: int = 8 * MiB
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
+    retry_time: float = RETRY_TIME  # seconds a request keeps being retried
 
     @property
     def large_workers(self) -> int:
@@ -90,7 +91,6 @@ class Transfer:
     report: Report = field(default_factory=Report)
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
-        self._requests = anyio.CapacityLimiter(self.options.jobs)
         self._made_dirs: set[Path] = set()
         # Few threads: they exist to hash and write big buffers on the second core;
         # dozens of them only fight over the GIL.
@@ -101,6 +101,7 @@ class Transfer:
         async with task_group() as group:
             group.start_soon(for_each, large, self._one, self.options.large_workers)
             group.start_soon(for_each, small, self._one, self.options.jobs)
+        self.report.retries = self.source.retry.retries
         return self.report
 
     async def _one(self, spec: FileSpec) -> None:
@@ -110,14 +111,14 @@ class Transfer:
             fetched = not await self._is_valid(final, spec, size) and await self._fetch(
                 spec, final, size
             )
-        except (SourceError, ChecksumMismatch, OSError, aiohttp.ClientError) as exc:
+        except (SourceError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 # Every other file would fail the same way: stop the whole sync now.
                 raise SyncError(
                     f"{final.parent}: {exc.strerror}; free space in the cache's file system "
                     "and run again (what is done is kept)"
                 ) from None
-            self.report.failed.append({"name": spec.name, "error": " ".join(str(exc).split())})
+            self.report.failed.append({"name": spec.name, "error": one_line(exc)})
             self.progress.finished(spec, "failed")
             return
         if not fetched:
@@ -139,9 +140,11 @@ class Transfer:
             if await self._is_valid(final, spec, size):
                 return False
             if size >= self.options.threshold and spec.name not in self.prefetched:
-                await self._retrying(lambda: self._ranged(spec, final, size), spec)
+                await self._ranged(spec, final, size)
             else:
-                await self._retrying(lambda: self._whole(spec, final, size), spec)
+                await self.source.retry.run(
+                    lambda: self._whole(spec, final, size), str(spec.source) + "/" + spec.name
+                )
         return True
 
     async def _expected_size(self, spec: FileSpec) -> int:
@@ -149,8 +152,7 @@ class Transfer:
             return spec.size
         if spec.name in self.prefetched:
             return len(self.prefetched[spec.name])
-        async with self._requests:
-            return await self.source.size(spec.source, spec.name)
+        return await self.source.size(spec.source, spec.name)
 
     async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
         """By size (a stat, on the loop), or also by SHA-1 (in a thread) with verify."""
@@ -159,42 +161,19 @@ class Transfer:
             return defect(final, size, None) is None
         return await self._off_loop(defect, final, size, sha1) is None
 
-    async def _retrying(
-        self, attempt_once: Callable[[], Awaitable[None]], spec: FileSpec | None = None
-    ) -> None:
-        """Retry a transient failure or a SHA-1 mismatch, with backoff.
-
-        With `spec` the attempt is a whole file, and progress starts it over.
-        """
-        for attempt in range(1, ATTEMPTS + 1):
-            if spec:
-                self.progress.started(spec)
-            try:
-                await attempt_once()
-                return
-            except Exception as exc:
-                if attempt == ATTEMPTS or not (
-                    is_transient(exc) or isinstance(exc, ChecksumMismatch)
-                ):
-                    raise
-                self.report.retries += 1
-                if spec:
-                    self.progress.restarted(spec)
-                await anyio.sleep(backoff(attempt))
-
     async def _off_loop(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
     # -- one GET per file --------------------------------------------------------------
 
     async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
+        """One attempt at a file as one GET; progress takes back what a failed one counted."""
+        self.progress.started(spec)
         temp = temporary_path(final)
         try:
             data = self.prefetched.get(spec.name)
             if data is None and size <= IN_MEMORY:
-                async with self._requests, self.source.open(spec.source, spec.name) as stream:
-                    _check_object_size(spec, stream.size, size)
-                    data = await stream.body.read()
+                data = await self.source.read(spec.source, spec.name, size=size)
             if data is not None:
                 self.progress.advanced(spec, len(data))
                 if len(data) <= INLINE:
@@ -206,14 +185,14 @@ class Transfer:
                 os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
+            self.progress.restart(spec)
             raise
 
     async def _stream(self, spec: FileSpec, temp: Path, size: int) -> None:
         digest = hashlib.sha1()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            async with self._requests:
-                await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
+            await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
         finally:
             os.close(fd)
         self.progress.advanced(spec, size)
@@ -222,35 +201,47 @@ class Transfer:
     # -- ranged parts ------------------------------------------------------------------
 
     async def _ranged(self, spec: FileSpec, final: Path, size: int) -> None:
-        partial = await self._off_loop(
-            PartialFile.open, final, size, spec.sha1, self.options.part_size
-        )
-        try:
-            if partial.done:
-                resumed = sum(partial.part_length(i) for i in partial.done)
-                self.report.resumed_bytes += resumed
-                self.progress.advanced(spec, resumed)
-            digest = await self._fetch_parts(spec, partial, partial.count)
-            _check_digest(spec, size, size, digest)
-        except ChecksumMismatch:
-            partial.discard()  # the parts on disk are not trustworthy: start over
-            raise
-        except BaseException:
-            partial.close()  # keep completed parts for the next run
-            raise
-        partial.finish()
+        """Parts are retried one by one; if they all arrive and the whole does not
+        match its SHA-1, one of them was wrong: start over once, from nothing."""
+        self.progress.started(spec)
+        for fresh_start in (False, True):
+            partial = await self._off_loop(
+                PartialFile.open, final, size, spec.sha1, self.options.part_size
+            )
+            try:
+                if partial.done:
+                    resumed = sum(partial.part_length(i) for i in partial.done)
+                    self.report.resumed_bytes += resumed
+                    self.progress.advanced(spec, resumed)
+                _check_digest(spec, size, size, await self._fetch_parts(spec, partial))
+            except Mismatch as exc:
+                partial.discard()  # the parts on disk are not trustworthy
+                self.progress.restart(spec)
+                if fresh_start:
+                    raise
+                self.source.retry.record(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
+                continue
+            except BaseException:
+                partial.close()  # keep completed parts for the next run
+                raise
+            partial.finish()
+            return
 
-    async def _fetch_parts(self, spec: FileSpec, partial: PartialFile, count: int) -> str:
+    async def _fetch_parts(self, spec: FileSpec, partial: PartialFile) -> str:
         """Fetch missing parts concurrently, each written at its offset as it streams;
         the hashing cursor reads completed parts back in order from the page cache,
         so memory holds only the chunks in flight, whatever the file's size."""
+        count = partial.count
         ready = [anyio.Event() for _ in range(count)]
         window = anyio.Semaphore(self.options.parts_per_file)
         digest = hashlib.sha1()
 
         async def fetch(index: int) -> None:
             start, length = index * partial.part_size, partial.part_length(index)
-            await self._retrying(lambda: self._fetch_part(spec, partial, start, length))
+            await self.source.retry.run(
+                lambda: self._fetch_part(spec, partial, start, length),
+                f"{spec.source}/{spec.name} bytes {start}-{start + length - 1}",
+            )
             partial.mark_done(index)
             self.progress.advanced(spec, length)
             ready[index].set()
@@ -275,24 +266,14 @@ class Transfer:
         self, spec: FileSpec, partial: PartialFile, start: int, length: int
     ) -> None:
         byte_range = (start, start + length - 1)
-        async with self._requests:
-            await self.source.copy_into(
-                spec.source, spec.name, partial.fd, start, length, byte_range
-            )
-
-
-def _check_object_size(spec: FileSpec, actual: int, expected: int) -> None:
-    if actual != expected:  # the bucket disagrees with server_config: no retry
-        raise SourceError(
-            f"{spec.source.key(spec.name)}: object is {actual} bytes, server_config says {expected}"
-        )
+        await self.source.copy_into(spec.source, spec.name, partial.fd, start, length, byte_range)
 
 
 def _check_digest(spec: FileSpec, received: int, size: int, sha1: str) -> None:
     if received != size:
-        raise ChecksumMismatch(f"{spec.name}: received {received} bytes, expected {size}")
+        raise Mismatch(f"{spec.name}: received {received} bytes, expected {size}")
     if spec.sha1 is not None and sha1 != spec.sha1:
-        raise ChecksumMismatch(f"{spec.name}: SHA-1 {sha1} does not match {spec.sha1}")
+        raise Mismatch(f"{spec.name}: SHA-1 {sha1} does not match {spec.sha1}")
 
 
 def _write_verified(temp: Path, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
