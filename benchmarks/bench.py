@@ -4,8 +4,12 @@ Every tool downloads the same objects from the same local server (nginx on
 127.0.0.1 serving a directory as path-style /<bucket>/<key>, with a
 pre-rendered ListObjectsV2 answer for `aws s3 sync`), runs alternate, and each
 case reports the median wall time, throughput, files per second, peak memory
-and the ratio to s5cmd. moto stays the test suite's server: it is too slow to
-tell fast clients apart.
+and the ratio to s5cmd over the same link. moto stays the test suite's server:
+it is too slow to tell fast clients apart.
+
+Links (`--links`): plain HTTP, and HTTPS with a test CA made once under
+benchmarks/.data/tls; each tool is told to trust that CA by its own setting
+(`TRUST`), and a tool that fails is reported as failed for that case and link.
 
 Cases (see `build_case`): realistic (the last 5 JWST contexts, real sizes / 200,
 clamped to [512 B, 64 MiB]), small (5,000 files of 2-8 KiB), large (one 2 GiB
@@ -14,17 +18,23 @@ file). Run: `make bench`, or `python benchmarks/bench.py --help`.
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import pprint
+import re
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -40,6 +50,17 @@ BUCKET, PREFIX, OBS = "bench", "crds", "jwst"
 JWST_LAST_5 = [f"jwst_{n:04d}.pmap" for n in range(537, 542)]
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DEST = Path("/dev/shm/crds-bench") if Path("/dev/shm").is_dir() else WORK / "dest"
+LINKS = ("http", "https")
+# Where a shell (this machine's does) may point Python, Go, OpenSSL and botocore at the
+# system's CAs. Children get none of these but the one their tool reads (TRUST), so a tool
+# that ignores its own setting fails instead of passing on another's.
+CA_VARIABLES = (
+    "AWS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
 
 
 @dataclass
@@ -165,8 +186,122 @@ def write_listing(case: Case) -> None:
 # -- the server ----------------------------------------------------------------------------
 
 
-def start_nginx(srv: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+@dataclass
+class Tls:
+    ca: Path  # what the clients trust
+    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
+    key: Path
+
+
+def make_tls(where: Path) -> Tls:
+    """A test CA and a server certificate it signed, made once and reused while valid.
+
+    RSA 2048 and SHA-256, as S3's own certificates; the CA's key is not kept."""
+    tls = Tls(where / "ca.pem", where / "server.pem", where / "server.key")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+    if all(p.exists() for p in (tls.ca, tls.cert, tls.key)):
+        cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+        if cert.not_valid_after_utc > now + timedelta(days=1):
+            return tls
+    where.mkdir(parents=True, exist_ok=True)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crds-s3-sync bench CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+
+    def certificate(subject: x509.Name, public_key, extensions: list) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False
+            )
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    usage = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    ca = certificate(
+        ca_name,
+        ca_key.public_key(),
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.KeyUsage(**usage | {"key_cert_sign": True, "crl_sign": True}), True),
+        ],
+    )
+    server = certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+        key.public_key(),
+        [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.KeyUsage(**usage | {"digital_signature": True, "key_encipherment": True}), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (
+                x509.SubjectAlternativeName(
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.DNSName("localhost"),
+                    ]
+                ),
+                False,
+            ),
+        ],
+    )
+    pem = serialization.Encoding.PEM
+    tls.key.unlink(missing_ok=True)
+    tls.key.touch(mode=0o600)
+    tls.key.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    tls.cert.write_bytes(server.public_bytes(pem))
+    tls.ca.write_bytes(ca.public_bytes(pem))
+    return tls
+
+
+def start_nginx(
+    srv: Path, links: list[str], tls: Tls | None, log: Path | None
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """One nginx, one server per link, each with the same locations; HTTP/1.1 keep-alive
+    on both (no http2). The endpoint of each link."""
+    ports = {link: free_port() for link in links}
+    logging = f"access_log {log} bench;" if log else "access_log off;"
+    locations = f"location = /{BUCKET} {{ try_files /listing.xml =404; }} location / {{ }}"
+    listen = {
+        "http": lambda port: f"listen 127.0.0.1:{port};",
+        "https": lambda port: (
+            f"listen 127.0.0.1:{port} ssl; ssl_certificate {tls.cert}; "
+            f"ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3;"
+        ),
+    }
+    servers = "\n".join(
+        f"  server {{ {listen[link](port)} root {srv}; {logging}\n    {locations} }}"
+        for link, port in ports.items()
+    )
     conf = srv.parent / "nginx.conf"
     conf.write_text(f"""
 daemon off; worker_processes 2; pid {srv.parent}/nginx.pid; error_log stderr error;
@@ -174,25 +309,23 @@ daemon off; worker_processes 2; pid {srv.parent}/nginx.pid; error_log stderr err
 events {{ worker_connections 4096; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  log_format bench '$connection $ssl_protocol $status $request_method "$http_user_agent"';
   default_type application/octet-stream;
   client_body_temp_path {srv.parent}/tmp; proxy_temp_path {srv.parent}/tmp;
   fastcgi_temp_path {srv.parent}/tmp; uwsgi_temp_path {srv.parent}/tmp;
   scgi_temp_path {srv.parent}/tmp;
-  server {{
-    listen 127.0.0.1:{port}; root {srv};
-    location = /{BUCKET} {{ try_files /listing.xml =404; }}
-    location / {{ }}
-  }}
+{servers}
 }}""")
     (srv.parent / "tmp").mkdir(exist_ok=True)
     server = subprocess.Popen(["nginx", "-p", str(srv.parent), "-c", str(conf)])
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    for port in ports.values():
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+    return server, {link: f"{link}://127.0.0.1:{port}" for link, port in ports.items()}
 
 
 def free_port() -> int:
@@ -203,6 +336,20 @@ def free_port() -> int:
 
 # -- the tools -----------------------------------------------------------------------------
 
+# How each tool is told to trust the test CA on the https link: its own, documented setting.
+TRUST = {
+    "crds-s3-sync": "AWS_CA_BUNDLE",  # as botocore reads it
+    "s5cmd": "SSL_CERT_FILE",  # Go's crypto/x509 reads it on Linux
+    "s5cmd+sha1sum": "SSL_CERT_FILE",
+    "aws": "AWS_CA_BUNDLE",
+    "crds_s3_get": "AWS_CA_BUNDLE",  # read by the `aws s3 cp` it starts
+}
+UNTRUSTED = re.compile(
+    r"certificate verify failed|CERTIFICATE_VERIFY_FAILED|unknown authority"
+    r"|unable to get local issuer certificate|SSL validation failed",
+    re.IGNORECASE,
+)
+
 
 @dataclass
 class Run:
@@ -212,24 +359,57 @@ class Run:
     bytes: int
 
 
-def measure(command: list[str], env: dict[str, str], dest: Path, quiet: bool = True) -> Run:
+@dataclass
+class Job:
+    """Where one run of one tool fetches from and writes to, with what environment."""
+
+    endpoint: str
+    dest: Path
+    env: dict[str, str]
+    log: Path  # the tool's stderr
+    timeout: float = 600.0  # for each process started, then it is killed and the run failed
+
+
+class ToolFailed(Exception):
+    """A tool exited non-zero: why, in a few words, for the table."""
+
+
+def measure(command: list[str], job: Job, quiet: bool = True, env: dict | None = None) -> Run:
     """Wall time and peak RSS of one command (and the children it waited for)."""
+    dest = job.dest
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     os.sync()  # the last run's writeback must not land on this one's clock
-    log = WORK / f"{dest.name}.log"
-    with log.open("w") as errors:
+    with job.log.open("w") as errors:
         start = time.perf_counter()
         process = subprocess.Popen(
             [tool_path(command[0]), *command[1:]],
-            env=env,
+            env=job.env | (env or {}),
             stdout=subprocess.DEVNULL if quiet else None,
             stderr=errors,
+            start_new_session=True,  # its own process group, to end with whatever it started
         )
-        _, status, usage = os.wait4(process.pid, 0)
+        # A tool that keeps retrying (s5cmd does, for each file) must not stall the run.
+        timer = threading.Timer(job.timeout, os.killpg, (process.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # Ctrl-C no longer reaches the tool's own group
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        finally:
+            timer.cancel()
         seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[0]} failed: {log.read_text()[-2000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        text = job.log.read_text(errors="replace")
+        why = "TLS: test CA not trusted, " if UNTRUSTED.search(text) else ""
+        if code == -signal.SIGKILL and seconds >= job.timeout:
+            why += f"timed out after {job.timeout:.0f} s"
+        else:
+            why += f"exit {code}"
+        lines = [line for line in text.splitlines() if line.strip()]
+        raise ToolFailed(f"{why}; {job.log}: {lines[-1][:300] if lines else ''}")
     files = [p for p in dest.rglob("*") if p.is_file()]
     return Run(seconds, usage.ru_maxrss / 1024, len(files), sum(p.stat().st_size for p in files))
 
@@ -240,7 +420,7 @@ def tool_path(name: str) -> str:
     return str(local) if local.exists() else shutil.which(name) or name
 
 
-def ours(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
+def ours(case: Case, job: Job) -> Run:
     contexts = [arg for name in case.contexts for arg in ("--context", name)]
     return measure(
         [
@@ -252,32 +432,31 @@ def ours(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
             "--observatory",
             OBS,
             "--endpoint-url",
-            endpoint,
+            job.endpoint,
             "--no-sign-request",
             "--cache",
-            str(dest),
+            str(job.dest),
             "--quiet",
             *contexts,
         ],
-        env,
-        dest,
+        job,
     )
 
 
-def s5cmd(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
-    return measure(s5cmd_command(case, endpoint, dest), env, dest)
+def s5cmd(case: Case, job: Job) -> Run:
+    return measure(s5cmd_command(case, job), job)
 
 
-def s5cmd_sha1sum(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
+def s5cmd_sha1sum(case: Case, job: Job) -> Run:
     """s5cmd, then sha1sum on both cores: what verifying costs a tool that does not."""
-    command = shlex.join(s5cmd_command(case, endpoint, dest))
-    check = f"find {shlex.quote(str(dest))} -type f -print0 | xargs -0 -P 2 -n 64 sha1sum"
-    return measure(["sh", "-c", f"{command} >/dev/null && {check}"], env, dest)
+    command = shlex.join(s5cmd_command(case, job))
+    check = f"find {shlex.quote(str(job.dest))} -type f -print0 | xargs -0 -P 2 -n 64 sha1sum"
+    return measure(["sh", "-c", f"{command} >/dev/null && {check}"], job)
 
 
-def s5cmd_command(case: Case, endpoint: str, dest: Path) -> list[str]:
+def s5cmd_command(case: Case, job: Job) -> list[str]:
     lines = [
-        f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {dest}/{kind}/{OBS}/{name}"
+        f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {job.dest}/{kind}/{OBS}/{name}"
         for name, v in case.files.items()
         for kind in (["mappings"] if isinstance(v, bytes) else ["references"])
     ]
@@ -286,7 +465,7 @@ def s5cmd_command(case: Case, endpoint: str, dest: Path) -> list[str]:
     return [
         tool_path("s5cmd"),
         "--endpoint-url",
-        endpoint,
+        job.endpoint,
         "--no-sign-request",
         "--numworkers",
         "64",
@@ -295,25 +474,24 @@ def s5cmd_command(case: Case, endpoint: str, dest: Path) -> list[str]:
     ]
 
 
-def aws(case: Case, endpoint: str, dest: Path, env: dict) -> Run:
+def aws(case: Case, job: Job) -> Run:
     return measure(
         [
             "aws",
             "s3",
             "sync",
             f"s3://{BUCKET}/{PREFIX}/references/{OBS}/",
-            str(dest / "references" / OBS),
+            str(job.dest / "references" / OBS),
             "--endpoint-url",
-            endpoint,
+            job.endpoint,
             "--no-sign-request",
             "--only-show-errors",
         ],
-        env,
-        dest,
+        job,
     )
 
 
-def crds_s3_get(case: Case, endpoint: str, dest: Path, env: dict, sample: int = 24) -> Run:
+def crds_s3_get(case: Case, job: Job, sample: int = 24) -> Run:
     """As `crds sync` runs it: one process per file. Sampled, then scaled to the case."""
     refs = sorted(n for n, v in case.files.items() if isinstance(v, int))
     picked = refs[:: max(1, len(refs) // sample)][:sample]
@@ -326,14 +504,14 @@ def crds_s3_get(case: Case, endpoint: str, dest: Path, env: dict, sample: int = 
                 "crds_s3_get",
                 f"s3://{BUCKET}/{PREFIX}/references/{OBS}/{name}",
                 "-d",
-                str(dest / name),
+                str(job.dest / name),
                 "-s",
                 str(meta.size),
                 "-c",
                 meta.sha1,
             ],
-            env | {"AWS_ENDPOINT_URL": endpoint},
-            dest,
+            job,
+            env={"AWS_ENDPOINT_URL": job.endpoint},
         )
         total = Run(
             total.seconds + run.seconds,
@@ -356,6 +534,31 @@ TOOLS = {
 }
 
 
+def tool_env(env: dict[str, str], tool: str, link: str, tls: Tls | None) -> dict[str, str]:
+    """The run's environment: on https, the one setting by which `tool` trusts the test CA."""
+    return env | {TRUST[tool]: str(tls.ca)} if link == "https" and tls else env
+
+
+def served(log: Path | None, start: int) -> str:
+    """What nginx logged since `start` (a size of its access log): requests by TLS version,
+    connections, statuses."""
+    if log is None:
+        return ""
+    time.sleep(0.05)  # nginx logs a request just after its last byte left
+    with log.open("rb") as lines:
+        lines.seek(start)
+        fields = [line.split() for line in lines.read().decode().splitlines()]
+    versions = Counter("plain HTTP" if f[1] == "-" else f[1] for f in fields)
+    statuses = Counter(f[2] for f in fields)
+    return (
+        f"; nginx: {len(fields)} requests ("
+        + ", ".join(f"{v} {n}" for v, n in versions.most_common())
+        + f") on {len({f[0] for f in fields})} connections"
+        + "; status "
+        + ", ".join(f"{s} {n}" for s, n in statuses.most_common())
+    )
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -363,6 +566,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="realistic,small,large")
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--links",
+        default=",".join(LINKS),
+        help="http (plain), https (TLS, test CA), or both (default)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=int, default=200)
     parser.add_argument(
@@ -371,11 +579,26 @@ def main() -> None:
         default=DEST,
         help="where tools write (default: tmpfs, so the disk adds no noise)",
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="have nginx log each request (with its TLS version) and count them after each "
+        "run; costs the server a write per request, so off by default",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds one tool process may run before it is killed and reported failed",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
+    links = args.links.split(",")
+    if not links or set(links) - set(LINKS):
+        parser.error(f"--links: one or more of {', '.join(LINKS)}")
     tools = [t for t in args.tools.split(",") if Path(tool_path(t.partition("+")[0])).exists()]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = os.environ | {
+    env = {k: v for k, v in os.environ.items() if k not in CA_VARIABLES} | {
         "PATH": path,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -385,53 +608,85 @@ def main() -> None:
     }
     WORK.mkdir(exist_ok=True)
     (WORK / "aws-config").write_text("[default]\ns3 =\n  max_concurrent_requests = 64\n")
+    tls = make_tls(WORK / "tls") if "https" in links else None
     report = [
         f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
-        f"{time.strftime('%Y-%m-%d')}. Medians of {args.repeat} runs, tools alternating.\n"
+        f"{time.strftime('%Y-%m-%d')}. Medians of {args.repeat} runs, tools alternating. "
+        f"Links: {', '.join(links)}; each ratio is to s5cmd over the same link.\n"
     ]
     for name in args.cases.split(","):
         case = build_case(name, args.scale)
-        server, endpoint = start_nginx(case.srv)
+        log = case.root / name / "access.log" if args.access_log else None
+        if log:
+            log.unlink(missing_ok=True)
+        server, endpoints = start_nginx(case.srv, links, tls, log)
+        runs: dict[tuple[str, str], list[Run]] = {(k, t): [] for k in links for t in tools}
+        failed: dict[tuple[str, str], str] = {}
         try:
-            runs: dict[str, list[Run]] = {tool: [] for tool in tools}
             for repeat in range(args.repeat):
                 order = tools[repeat % len(tools) :] + tools[: repeat % len(tools)]
-                for tool in order:
-                    if tool == "crds_s3_get" and repeat > 0:
-                        continue  # sampled and scaled: one pass is enough
-                    run = TOOLS[tool](case, endpoint, args.dest / tool, env)
-                    runs[tool].append(run)
-                    print(
-                        f"{name} {tool}: {run.seconds:.2f} s, {run.files} files, "
-                        f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB",
-                        flush=True,
-                    )
+                for link in links[repeat % len(links) :] + links[: repeat % len(links)]:
+                    for tool in order:
+                        if tool == "crds_s3_get" and repeat > 0:
+                            continue  # sampled and scaled: one pass is enough
+                        if (link, tool) in failed:
+                            continue
+                        job = Job(
+                            endpoints[link],
+                            args.dest / tool,
+                            tool_env(env, tool, link, tls),
+                            WORK / f"{tool}-{link}.log",
+                            args.timeout,
+                        )
+                        start = log.stat().st_size if log and log.exists() else 0
+                        try:
+                            run = TOOLS[tool](case, job)
+                        except ToolFailed as exc:
+                            failed[link, tool] = str(exc)
+                            print(f"{name} {link} {tool}: FAILED: {exc}", flush=True)
+                            continue
+                        runs[link, tool].append(run)
+                        print(
+                            f"{name} {link} {tool}: {run.seconds:.2f} s, {run.files} files, "
+                            f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB"
+                            + served(log, start),
+                            flush=True,
+                        )
         finally:
             server.terminate()
             server.wait()
-        report.append(table(case, runs))
+        report.append(table(case, runs, failed))
     args.out.write_text("\n".join(report))
     print("\n".join(report))
 
 
-def table(case: Case, runs: dict[str, list]) -> str:
-    medians = {tool: statistics.median(r.seconds for r in rs) for tool, rs in runs.items() if rs}
-    base = medians.get("s5cmd")
+def table(case: Case, runs: dict[tuple[str, str], list[Run]], failed: dict) -> str:
     total = sum(v if isinstance(v, int) else len(v) for v in case.files.values())
     rows = [
         f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB\n",
-        "| tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd |",
-        "|---|---|---|---|---|---|",
+        "| link | tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for tool, seconds in medians.items():
-        peak = max(r.peak_mb for r in runs[tool])
-        ratio = f"{seconds / base:.2f}" if base else "-"
+    notes = []
+    for link, tool in runs:
         note = " (sampled, scaled)" if tool == "crds_s3_get" else ""
+        if (link, tool) in failed:
+            why = failed[link, tool]
+            rows.append(f"| {link} | {tool}{note} | failed: {why.split(';')[0]} | - | - | - | - |")
+            notes.append(f"- {link} {tool}: {why}")
+            continue
+        if not runs[link, tool]:
+            continue
+        seconds = statistics.median(r.seconds for r in runs[link, tool])
+        base = runs.get((link, "s5cmd"))
+        base = statistics.median(r.seconds for r in base) if base else None
+        peak = max(r.peak_mb for r in runs[link, tool])
+        ratio = f"{seconds / base:.2f}" if base else "-"
         rows.append(
-            f"| {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
+            f"| {link} | {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
             f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} |"
         )
-    return "\n".join(rows)
+    return "\n".join(rows + ([""] if notes else []) + notes)
 
 
 if __name__ == "__main__":
