@@ -3,8 +3,12 @@
 A sync runs these stages, each in its own module (`sync.py` runs them in order):
 
 - `settings`: flags, CRDS_* environment variables and presets -> `Settings`
-- `source`: the one aioboto3 S3 client (signed or anonymous) and its errors;
-  `bulk` reads bodies over 1 MiB on worker threads, straight into the file
+- `source`: the one seam to S3: listing and HEADs through botocore, GETs on a
+  faster path that asks botocore for everything network-specific:
+  `addressing` (endpoint, bucket region, signing), `connection` (CA bundle,
+  proxies), `s3errors` (S3's answers as one line, secrets cut), `retry` (the one
+  retry policy and the run's limit on requests in flight); `bulk` reads bodies
+  over 1 MiB on worker threads, straight into the file
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
@@ -17,7 +21,8 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `transfer`: the worker pool that downloads, verifies and renames into place;
   `partial` keeps a large file's completed parts across runs
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence
-- `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket
+- `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket;
+  `platforms` checks the operating system and its open-file limit
 - `demo`: a local S3 server with a bucket built from real CRDS rules
 """
 
