@@ -19,7 +19,8 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `audit`: the cache against the plan (`--check`, `--repair`, `--purge`)
 - `locks`: one downloader per file across processes sharing a cache
 - `transfer`: the worker pool that downloads, verifies and renames into place;
-  `partial` keeps a large file's completed parts across runs
+  `ranged` fetches a large file in parts with a hashing cursor, and `partial`
+  keeps its completed parts across runs
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence
 - `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .layout import Kind
 from .plan import FileSpec
+from .retry import Mismatch
 
 HASH_BLOCK = 4 << 20
 # Kinds whose directory belongs to the plan; config/ holds crds's own files too.
@@ -99,3 +100,12 @@ def _sha1_of_file(path: Path) -> str:
         while block := stream.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_received(spec: FileSpec, received: int, size: int, sha1: str) -> None:
+    """Bytes just fetched against the plan: a `Mismatch` (worth fetching again) if
+    their count or SHA-1 is not what server_config says."""
+    if received != size:
+        raise Mismatch(f"{spec.name}: received {received} bytes, expected {size}")
+    if spec.sha1 is not None and sha1 != spec.sha1:
+        raise Mismatch(f"{spec.name}: SHA-1 {sha1} does not match {spec.sha1}")

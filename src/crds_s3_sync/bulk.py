@@ -20,12 +20,11 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
 
-from .connection import Connection, Proxy
+from .connection import Connection, Proxy, Request
 from .errors import SourceError, Transient
 from .s3errors import Answer, Translator, is_certificate_error, one_line
 
@@ -34,14 +33,6 @@ BUFFER = 1 << 20  # bytes read (then written and hashed) per call
 ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
 # What a keep-alive connection the server closed while idle looks like on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
-
-class Request(NamedTuple):
-    """A signed GET: its URL, its headers, and the s3:// address errors name."""
-
-    url: str
-    headers: dict[str, str]
-    where: str
 
 
 Place = tuple[str, str, "Proxy | None"]  # scheme, host:port, proxy

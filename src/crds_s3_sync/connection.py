@@ -12,11 +12,20 @@ and this module reads those decisions off the client's own HTTP session.
 
 import ssl
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 
 from .errors import SetupError
+
+
+class Request(NamedTuple):
+    """A signed GET: its URL, its headers, and the s3:// address errors name."""
+
+    url: str
+    headers: dict[str, str]
+    where: str
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from contextlib import AsyncExitStack
 from typing import TypeVar
 
 import aioboto3
-import aiohttp
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import (
@@ -33,16 +32,16 @@ from botocore.exceptions import (
 
 from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
-from .bulk import BulkReader, Request
-from .connection import Connection
-from .errors import FormatError, SourceError, SyncError, Transient
+from .bulk import BulkReader
+from .connection import Connection, Request
+from .errors import SourceError, SyncError, Transient
 from .retry import Pacer, Retry, RetryListener
 from .s3errors import Answer, ExpiredCredentials, Translator, WrongRegion, one_line
 from .settings import PUBLIC_BUCKETS, Location, Settings
+from .small import SmallReader
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60  # seconds
-ERROR_BODY = 4096
 
 
 class S3Source:
@@ -98,15 +97,9 @@ class S3Source:
         client = await self._addresses.client(self.settings.config.bucket)
         self.connection = Connection.of(client)
         self.translator = Translator(not unsigned, found, self.connection.ca_bundle)
-        self._http = await self._stack.enter_async_context(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=connections, ttl_dns_cache=300, ssl=self.connection.ssl
-                ),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
-                ),
-                auto_decompress=False,  # the stored bytes are what the SHA-1 covers
+        self._small = await self._stack.enter_async_context(
+            SmallReader(
+                connections, self.connection, self.translator, CONNECT_TIMEOUT, READ_TIMEOUT
             )
         )
         self._bulk = BulkReader(
@@ -133,7 +126,9 @@ class S3Source:
         one bigger than `limit` is refused unread, so a hostile bucket cannot fill
         memory with a "mapping"."""
         async with self.pacer.slots:
-            return await self._send(location, name, None, lambda r: self._small(r, size, limit))
+            return await self._send(
+                location, name, None, lambda r: self._small.read(r, size, limit)
+            )
 
     async def copy_into(
         self,
@@ -178,54 +173,6 @@ class S3Source:
                     raise
                 await self._addresses.renew()
                 renewed = True
-
-    async def _small(self, request: Request, size: int | None, limit: int | None) -> bytes:
-        url, headers, where = request
-        proxy = self.connection.proxy_for(url)
-        options = {"proxy": proxy.url, "proxy_headers": proxy.headers} if proxy else {}
-        for fresh in (False, True):
-            try:
-                response = await self._http.get(url, headers=headers, **options)
-                break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if fresh or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise self._lost(request, exc) from None
-                # a keep-alive connection S3 closed while idle: resend once, not a try
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._lost(request, exc) from None
-        async with response:
-            try:
-                if response.status not in (200, 206) or (headers and response.status != 206):
-                    body = await response.content.read(ERROR_BODY)
-                    answer = Answer.parse(response.status, response.headers, body)
-                    raise self.translator.answer(where, answer)
-                announced = int(response.headers.get("Content-Length", "-1"))
-                if size is not None and announced != size:  # no retry: the bucket disagrees
-                    raise SourceError(f"{where}: object is {announced} bytes, expected {size}")
-                if limit is not None and announced > limit:
-                    raise FormatError(
-                        f"{where}: {announced:,} bytes, more than the {limit >> 20} MiB"
-                        " a file of its kind can need"
-                    )
-                data = await response.content.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._lost(request, exc) from None
-        if announced >= 0 and len(data) != announced:
-            raise Transient(f"{where}: connection closed after {len(data)} of {announced} bytes")
-        return data
-
-    def _lost(self, request: Request, exc: BaseException) -> Exception:
-        """A request that got no S3 answer, as one line: fatal when it never will."""
-        host = request.url.split("/")[2]
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            return self.translator.certificate(host, exc.certificate_error)
-        if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-            return self.translator.certificate(host, exc)
-        if isinstance(exc, aiohttp.ClientHttpProxyError):
-            proxy = self.connection.proxy_for(request.url)
-            detail = f"{exc.status} {exc.message}"
-            return self.translator.proxy_refused(proxy.url if proxy else "?", host, detail)
-        return Transient(f"{request.where}: {type(exc).__name__}: {one_line(exc)}")
 
     # -- botocore requests -------------------------------------------------------------
 

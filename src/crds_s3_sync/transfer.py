@@ -4,17 +4,13 @@ Each file goes to a hidden temporary file beside its final path and is renamed
 into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
 `download_metadata`; so a final path only ever holds a verified file.
 
-Small files are one GET each. Large files are fetched as concurrent ranged GETs
-written at their offsets, while a hashing cursor follows the contiguous
-completed prefix, so the SHA-1 is known when the last byte lands and memory is
-bounded by the parts in flight. Completed parts are recorded beside the
-temporary file, so a killed run resumes where it stopped.
+Small files are one GET each; large files are fetched in ranged parts (see
+`ranged`).
 
 All requests, whole-file or part, share the source's one limit on requests in
 flight (`jobs` at most; throttling lowers it); small and large files have their
-own workers, so neither waits for the other to drain. Each GET, whole file or
-part, is one attempt of the source's retry policy; a ranged file whose parts all
-arrived but whose SHA-1 does not match is fetched once more from scratch. A file
+own workers, so neither waits for the other to drain. Each whole-file GET is one
+attempt of the source's retry policy. A file
 is fetched under its lock (`locks`), so processes sharing a cache never fetch
 one file at the same time, and each looks again once it holds the lock.
 """
@@ -28,17 +24,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
-from anyio.abc import TaskGroup
 
-from .audit import defect
+from .audit import check_received, defect
 from .errors import SyncError
 from .layout import temporary_path
 from .locks import file_lock
-from .partial import PartialFile
 from .plan import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
-from .retry import RETRY_TIME, Mismatch
+from .ranged import RangedFile
+from .retry import RETRY_TIME
 from .s3errors import one_line
 from .source import S3Source, SourceError
 
@@ -140,10 +135,17 @@ class Transfer:
             if await self._is_valid(final, spec, size):
                 return False
             if size >= self.options.threshold and spec.name not in self.prefetched:
-                await self._ranged(spec, final, size)
+                ranged = RangedFile(
+                    self.source,
+                    self.progress,
+                    self._off_loop,
+                    self.options.part_size,
+                    self.options.parts_per_file,
+                )
+                self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
                 await self.source.retry.run(
-                    lambda: self._whole(spec, final, size), str(spec.source) + "/" + spec.name
+                    lambda: self._whole(spec, final, size), f"{spec.source}/{spec.name}"
                 )
         return True
 
@@ -196,89 +198,12 @@ class Transfer:
         finally:
             os.close(fd)
         self.progress.advanced(spec, size)
-        _check_digest(spec, size, size, digest.hexdigest())
-
-    # -- ranged parts ------------------------------------------------------------------
-
-    async def _ranged(self, spec: FileSpec, final: Path, size: int) -> None:
-        """Parts are retried one by one; if they all arrive and the whole does not
-        match its SHA-1, one of them was wrong: start over once, from nothing."""
-        self.progress.started(spec)
-        for fresh_start in (False, True):
-            partial = await self._off_loop(
-                PartialFile.open, final, size, spec.sha1, self.options.part_size
-            )
-            try:
-                if partial.done:
-                    resumed = sum(partial.part_length(i) for i in partial.done)
-                    self.report.resumed_bytes += resumed
-                    self.progress.advanced(spec, resumed)
-                _check_digest(spec, size, size, await self._fetch_parts(spec, partial))
-            except Mismatch as exc:
-                partial.discard()  # the parts on disk are not trustworthy
-                self.progress.restart(spec)
-                if fresh_start:
-                    raise
-                self.source.retry.record(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
-                continue
-            except BaseException:
-                partial.close()  # keep completed parts for the next run
-                raise
-            partial.finish()
-            return
-
-    async def _fetch_parts(self, spec: FileSpec, partial: PartialFile) -> str:
-        """Fetch missing parts concurrently, each written at its offset as it streams;
-        the hashing cursor reads completed parts back in order from the page cache,
-        so memory holds only the chunks in flight, whatever the file's size."""
-        count = partial.count
-        ready = [anyio.Event() for _ in range(count)]
-        window = anyio.Semaphore(self.options.parts_per_file)
-        digest = hashlib.sha1()
-
-        async def fetch(index: int) -> None:
-            start, length = index * partial.part_size, partial.part_length(index)
-            await self.source.retry.run(
-                lambda: self._fetch_part(spec, partial, start, length),
-                f"{spec.source}/{spec.name} bytes {start}-{start + length - 1}",
-            )
-            partial.mark_done(index)
-            self.progress.advanced(spec, length)
-            ready[index].set()
-
-        async def schedule(group: TaskGroup) -> None:
-            for index in range(count):
-                await window.acquire()  # released by the cursor
-                if index in partial.done:
-                    ready[index].set()
-                else:
-                    group.start_soon(fetch, index)
-
-        async with task_group() as group:
-            group.start_soon(schedule, group)
-            for index in range(count):  # the hashing cursor
-                await ready[index].wait()
-                await self._off_loop(partial.hash_part, index, digest)
-                window.release()
-        return digest.hexdigest()
-
-    async def _fetch_part(
-        self, spec: FileSpec, partial: PartialFile, start: int, length: int
-    ) -> None:
-        byte_range = (start, start + length - 1)
-        await self.source.copy_into(spec.source, spec.name, partial.fd, start, length, byte_range)
-
-
-def _check_digest(spec: FileSpec, received: int, size: int, sha1: str) -> None:
-    if received != size:
-        raise Mismatch(f"{spec.name}: received {received} bytes, expected {size}")
-    if spec.sha1 is not None and sha1 != spec.sha1:
-        raise Mismatch(f"{spec.name}: SHA-1 {sha1} does not match {spec.sha1}")
+        check_received(spec, size, size, digest.hexdigest())
 
 
 def _write_verified(temp: Path, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
     """Verify, write and rename in one thread hop: small files are mostly overhead."""
-    _check_digest(spec, len(data), size, hashlib.sha1(data).hexdigest())
+    check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
     with temp.open("wb") as out:
         out.write(data)
     os.replace(temp, final)
