@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 from conftest import RULES, mappings_of
-from s3standin import Certificates, ConnectProxy, S3StandIn, make_certificates
+from connect_proxy import ConnectProxy
+from s3standin import S3StandIn
+from tls_certificates import Certificates, make_certificates
 
 from crds_s3_sync.demo import build_bucket
 
@@ -172,11 +174,21 @@ def test_public_bucket_anonymous_through_the_proxy(
     assert len(ranged) == RANGED // (512 << 10)  # the ranged file came in parts
 
 
-def test_signed_bucket_found_in_its_region(s3, proxy, network, cli, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "regions",
+    [
+        {"AWS_DEFAULT_REGION": "us-west-2"},
+        {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "us-west-2"},  # AWS_REGION first
+    ],
+    ids=["AWS_DEFAULT_REGION", "AWS_REGION"],
+)
+def test_signed_bucket_found_in_its_region(
+    s3, proxy, network, cli, tmp_path, monkeypatch, regions
+) -> None:
     """A profile in us-west-2, a bucket in us-east-1 (as HST's are): every kind of GET
     goes to the bucket's region after S3 says where it is, once."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_REGION", "us-west-2")  # read first, as the other AWS SDKs do
+    for name, value in regions.items():
+        monkeypatch.setenv(name, value)
     refs, args = roman_bucket(s3)
     cache = tmp_path / "cache"
     result = cli(*args, "--cache", cache, "--json", "-q")
@@ -184,7 +196,7 @@ def test_signed_bucket_found_in_its_region(s3, proxy, network, cli, tmp_path, mo
     assert cached(cache) == refs
     assert json.loads(result.stdout)["retries"] == 0  # a redirect is not a retry
     first = s3.requests[0]
-    assert first.host == "crds-private.s3.us-west-2.amazonaws.com"  # AWS_REGION was read
+    assert first.host == "crds-private.s3.us-west-2.amazonaws.com"  # the region was read
     redirects = [r for r in s3.requests if r.status in (301, 400)]
     assert 1 <= len(redirects) <= 2, redirects  # learned once (botocore's own HEADs aside)
     served = [r for r in s3.requests if r.status in (200, 206)]
@@ -340,3 +352,13 @@ def test_no_secret_reaches_the_output(s3, certs, network, cli, tmp_path, monkeyp
         "X-Amz-Credential",
     ):
         assert secret not in text  # ...and nothing secret with it
+
+
+def test_dual_stack_setting_is_honoured(s3, proxy, network, cli, tmp_path, monkeypatch) -> None:
+    """The GETs take botocore's endpoint rules, so AWS's own settings steer them."""
+    monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")
+    refs, args = roman_bucket(s3)
+    cache = tmp_path / "cache"
+    assert cli(*args, "--cache", cache, "-q").exit_code == 0
+    assert cached(cache) == refs
+    assert {r.host for r in s3.requests} == {"crds-private.s3.dualstack.us-east-1.amazonaws.com"}

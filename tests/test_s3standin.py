@@ -26,7 +26,9 @@ from botocore import UNSIGNED
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
-from s3standin import Certificates, ConnectProxy, S3StandIn, make_certificates
+from connect_proxy import ConnectProxy
+from s3standin import S3StandIn
+from tls_certificates import Certificates, make_certificates
 
 ACCESS_KEY = "AKIASTANDINTEST00001"
 SECRET = "standin/secret/key/for/tests/only/0000000"
