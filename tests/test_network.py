@@ -362,3 +362,38 @@ def test_dual_stack_setting_is_honoured(s3, proxy, network, cli, tmp_path, monke
     assert cli(*args, "--cache", cache, "-q").exit_code == 0
     assert cached(cache) == refs
     assert {r.host for r in s3.requests} == {"crds-private.s3.dualstack.us-east-1.amazonaws.com"}
+
+
+def test_a_certificate_for_another_host_is_refused(s3, proxy, network, cli, tmp_path, monkeypatch):
+    """The test CA is trusted, but its certificate does not name ap-south-1's hosts:
+    a client that skipped the host-name check would sync from an impostor."""
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    _, args = roman_bucket(s3)
+    result = cli(*args, "--cache", tmp_path / "cache")
+    assert result.exit_code == 2, result.stderr
+    assert "crds-private.s3.ap-south-1.amazonaws.com" in result.stderr
+    assert "certificate" in result.stderr and "Traceback" not in result.stderr
+    assert s3.requests == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({"AWS_PROFILE": "nope"}, "The config profile (nope) could not be found"),
+        ({"AWS_PROFILE": "failing"}, "Error when retrieving credentials from custom-process"),
+    ],
+    ids=["missing-profile", "failing-credential-process"],
+)
+def test_credential_trouble_is_one_line(s3, network, cli, tmp_path, monkeypatch, setting, says):
+    config = tmp_path / "aws-config"
+    config.write_text("[profile failing]\ncredential_process = sh -c 'echo denied >&2; exit 3'\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    _, args = roman_bucket(s3)
+    result = cli(*args, "--cache", tmp_path / "cache")
+    assert result.exit_code == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("crds-s3-sync: error: AWS configuration: ") and says in line, line

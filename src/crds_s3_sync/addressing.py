@@ -11,15 +11,19 @@ dotted names; dual-stack and FIPS as configured) and whose region signs.
 
 import os
 from contextlib import AsyncExitStack
+from typing import NamedTuple
 from urllib.parse import quote
 
 import anyio
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import ProxyConfiguration
 
+from .connection import Proxy, proxies_of, proxy_for
 from .errors import SetupError
+from .s3errors import one_line
 
 SIGNATURE_LIFETIME = 900  # seconds; a GET is signed just before it is sent
 _PROBE = "crds-s3-sync-probe"
@@ -28,6 +32,16 @@ _PROBE = "crds-s3-sync-probe"
 def configured_region(session: object) -> str:
     """`AWS_REGION` first, as the other AWS SDKs read it; then what botocore finds."""
     return os.environ.get("AWS_REGION") or session.region_name or "us-east-1"  # type: ignore[attr-defined]
+
+
+class Addressed(NamedTuple):
+    """A GET's URL, signed now, and what it was signed with, so that an answer
+    about it (wrong region, expired credentials) can be told from old news."""
+
+    url: str
+    region: str
+    proxy: Proxy | None
+    credentials: object | None  # botocore's frozen credentials; None: anonymous
 
 
 class Addresses:
@@ -46,37 +60,39 @@ class Addresses:
         self._stack = stack
         self.region = configured_region(session)
         self._clients: dict[str, object] = {}
+        self._proxies: dict[str, ProxyConfiguration] = {}  # per region, as botocore decided
         self._regions: dict[str, str] = {}  # bucket -> its region, as S3 said
         self._bases: dict[tuple[str, str], str] = {}
-        self._lock = anyio.Lock()
+        self._client_lock, self._probe_lock, self._renew_lock = (anyio.Lock() for _ in "123")
 
     async def client(self, bucket: str) -> object:
         """A botocore client in `bucket`'s region (as far as it is known)."""
         region = self._regions.get(bucket, self.region)
         client = self._clients.get(region)
         if client is None:
-            async with self._lock:
+            async with self._client_lock:
                 client = self._clients.get(region)
                 if client is None:
-                    client = await self._stack.enter_async_context(
-                        self._session.client(  # type: ignore[attr-defined]
-                            "s3",
-                            endpoint_url=self._endpoint_url,
-                            region_name=region,
-                            config=self._config,
+                    try:
+                        client = await self._stack.enter_async_context(
+                            self._session.client(  # type: ignore[attr-defined]
+                                "s3",
+                                endpoint_url=self._endpoint_url,
+                                region_name=region,
+                                config=self._config,
+                            )
                         )
-                    )
+                    except (BotoCoreError, ValueError) as exc:
+                        raise SetupError(f"cannot set up S3 in {region}: {one_line(exc)}") from None
+                    self._proxies[region] = proxies_of(client)
                     self._clients[region] = client
         return client
 
-    def learn(self, bucket: str, region: str) -> bool:
-        """S3 says `bucket` is in `region`; False if that was known, so not news."""
-        if self._regions.get(bucket, self.region) == region:
-            return False
+    def learn(self, bucket: str, region: str) -> None:
+        """S3 says `bucket` is in `region`."""
         self._regions[bucket] = region
-        return True
 
-    async def url(self, bucket: str, key: str) -> str:
+    async def address(self, bucket: str, key: str) -> Addressed:
         """A GET URL for `key`, signed now (SigV4 query) unless requests are anonymous.
 
         botocore spells the bucket's base URL once per region (see `_spelled`); each
@@ -86,29 +102,40 @@ class Addresses:
         region = self._regions.get(bucket, self.region)
         base = self._bases.get((bucket, region))
         if base is None:
-            spelled = await _spelled(await self.client(bucket), bucket, _PROBE)
-            base = self._bases[(bucket, region)] = spelled.removesuffix(_PROBE)
+            async with self._probe_lock:  # one probe at a time: they share a handler id
+                base = self._bases.get((bucket, region))
+                if base is None:
+                    spelled = await _spelled(await self.client(bucket), bucket, _PROBE)
+                    base = self._bases[(bucket, region)] = spelled.removesuffix(_PROBE)
         url = base + quote(key, safe="/~")
+        proxy = proxy_for(self._proxies[region], url)
         if self._credentials is None:
-            return url
+            return Addressed(url, region, proxy, None)
         request = AWSRequest(method="GET", url=url)
         credentials = await self._frozen(self._credentials.get_frozen_credentials())  # type: ignore[attr-defined]
         S3SigV4QueryAuth(credentials, "s3", region, expires=SIGNATURE_LIFETIME).add_auth(request)
-        return request.url
+        return Addressed(request.url, region, proxy, credentials)
 
-    async def renew(self) -> None:
-        """Fetch fresh credentials now: S3 said the ones in use expired."""
+    async def renew(self, expired: object) -> bool:
+        """S3 said `expired` credentials had expired: have fresh ones (once for all the
+        requests that were in flight with them). False if none but those are to be had."""
         refresh = getattr(self._credentials, "_protected_refresh", None)
-        if refresh is not None:  # only refreshable credentials can be renewed
-            await self._frozen(refresh(is_mandatory=True))
+        if refresh is None:  # only refreshable credentials can be renewed
+            return False
+        async with self._renew_lock:
+            current = await self._frozen(self._credentials.get_frozen_credentials())  # type: ignore[attr-defined]
+            if current == expired:
+                await self._frozen(refresh(is_mandatory=True))
+                current = await self._frozen(self._credentials.get_frozen_credentials())  # type: ignore[attr-defined]
+        return current != expired
 
     @staticmethod
     async def _frozen(pending: object) -> object:
         """Await a credential call, as one line if the credential source fails."""
         try:
             return await pending  # type: ignore[misc]
-        except (BotoCoreError, RuntimeError) as exc:
-            raise SetupError(f"cannot get AWS credentials: {exc}") from None
+        except (BotoCoreError, ClientError, RuntimeError) as exc:
+            raise SetupError(f"cannot get AWS credentials: {one_line(exc)}") from None
 
 
 class _Spelled(Exception):
@@ -134,6 +161,8 @@ async def _spelled(client: object, bucket: str, key: str) -> str:
         await client.get_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
     except _Spelled as spelled:
         return spelled.url.split("?", 1)[0]
+    except (BotoCoreError, ClientError) as exc:  # e.g. a bucket name S3 cannot address
+        raise SetupError(f"s3://{bucket}: {one_line(exc)}") from None
     finally:
         events.unregister("before-send.s3.GetObject", unique_id=_PROBE)
     raise AssertionError("botocore sent a GetObject despite the probe")

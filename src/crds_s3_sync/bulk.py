@@ -8,7 +8,7 @@ straight into a reused buffer, which `pwrite` and SHA-1 then take; all three
 release the GIL, so the kernel's copies and the hashing spread over every core.
 Small objects stay on aiohttp, where many requests in flight matter more than
 copies. Connections go where botocore's would (`connection`): the same CA
-bundle, and a CONNECT tunnel through the same proxy.
+bundle, and a CONNECT tunnel through the proxy botocore chose.
 """
 
 import contextlib
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .connection import Connection, Proxy, Request
+from .connection import Proxy, Request, Trust
 from .errors import SourceError, Transient
-from .s3errors import Answer, Translator, is_certificate_error, one_line
+from .s3errors import PROXY_REFUSALS, Answer, Translator, is_certificate_error, one_line
 
 THREADS = 16  # bodies in flight at once; more only adds GIL traffic
 BUFFER = 1 << 20  # bytes read (then written and hashed) per call
@@ -41,13 +41,13 @@ Place = tuple[str, str, "Proxy | None"]  # scheme, host:port, proxy
 class BulkReader:
     """Keep-alive connections shared by the worker threads, one request each at a time."""
 
-    def __init__(
-        self, threads: int, timeout: float, connection: Connection, translator: Translator
-    ) -> None:
+    def __init__(self, threads: int, timeout: float, trust: Trust, translator: Translator) -> None:
         self._threads = anyio.CapacityLimiter(threads)
-        self._unlimited = anyio.CapacityLimiter(threads)  # the slot is taken by `worker`
+        # anyio's threads are taken through `worker`, before signing; running the copy
+        # must then not wait on a second limit (the default one has 40 tokens).
+        self._held = anyio.CapacityLimiter(threads)
         self._timeout = timeout
-        self._connection = connection
+        self._ssl = trust.ssl
         self._translator = translator
         self._idle: dict[Place, queue.SimpleQueue] = {}
         self._local = threading.local()  # each thread's buffer, reused for every body
@@ -75,10 +75,10 @@ class BulkReader:
         once, and it writes through its own duplicate of `fd`, so the caller may
         close `fd` without the number being reused under the thread.
         """
-        job = _Job()
-        copy = partial(self._copy, request, os.dup(fd), offset, length, digest, job)
+        job = _Job(os.dup(fd))
+        copy = partial(self._copy, request, offset, length, digest, job)
         try:
-            await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self._unlimited)
+            await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self._held)
         except anyio.get_cancelled_exc_class():
             job.abandon()
             raise
@@ -86,15 +86,15 @@ class BulkReader:
     def _copy(
         self,
         request: Request,
-        fd: int,
         offset: int,
         length: int,
         digest: "hashlib._Hash | None",
         job: "_Job",
     ) -> None:
-        parts = urlsplit(request.url)
-        proxy = self._connection.proxy_for(request.url)
-        place = (parts.scheme, parts.netloc, proxy)
+        if not job.begin():
+            return  # abandoned before the thread got to it
+        fd, parts = job.fd, urlsplit(request.url)
+        place = (parts.scheme, parts.netloc, request.proxy)
         reusable = False
         try:
             response = self._send(request, place, job)
@@ -166,8 +166,9 @@ class BulkReader:
         host, proxy = place[1], place[2]
         if is_certificate_error(exc):
             return self._translator.certificate(host, exc)
-        if proxy is not None and str(exc).startswith("Tunnel connection failed"):
-            detail = str(exc).removeprefix("Tunnel connection failed:").strip()
+        detail = str(exc).removeprefix("Tunnel connection failed:").strip()
+        status = detail.split(" ", 1)[0]
+        if proxy and detail != str(exc) and status.isdigit() and int(status) in PROXY_REFUSALS:
             return self._translator.proxy_refused(proxy.url, host, detail)
         return Transient(f"{request.where}: {type(exc).__name__}: {one_line(exc)}")
 
@@ -186,7 +187,7 @@ class BulkReader:
         if scheme != "https":
             return http.client.HTTPConnection(host, port, timeout=self._timeout)
         connection = http.client.HTTPSConnection(
-            host, port, timeout=self._timeout, context=self._connection.ssl
+            host, port, timeout=self._timeout, context=self._ssl
         )
         if proxy is not None:
             target = urlsplit(f"//{netloc}")
@@ -200,14 +201,28 @@ class BulkReader:
 
 
 class _Job:
-    """What the event loop may need to stop one thread's copy."""
+    """What the event loop may need to stop one thread's copy, and the duplicate
+    file descriptor the copy writes through: closed by the thread once it has
+    begun, or by `abandon` if it never will."""
 
-    def __init__(self) -> None:
-        self.abandoned = False
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.abandoned = self._begun = False
         self.connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def begin(self) -> bool:
+        """In the thread: take charge of `fd`, unless the job was abandoned first."""
+        with self._lock:
+            self._begun = not self.abandoned
+            return self._begun
 
     def abandon(self) -> None:
-        self.abandoned = True
+        with self._lock:
+            self.abandoned = True
+            if not self._begun:
+                os.close(self.fd)
+                return
         sock = self.connection.sock if self.connection else None
         if sock is not None:
             with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ Exit status: 0 every planned file is valid in the cache; 1 some files failed, or
 """
 
 import json
+import logging
 import os
 import sys
 from enum import StrEnum
@@ -448,4 +449,8 @@ def _as_json(result: SyncResult, options: SyncOptions, cache: Path) -> dict[str,
 
 
 def main() -> None:
+    # botocore's loggers have no handler; Python's last resort would print their
+    # warnings, tracebacks included, in the middle of the dashboard.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     app()

@@ -4,10 +4,14 @@ The tool's own GET paths (aiohttp for small bodies, `bulk`'s threads for big
 ones) must go where botocore's listing and HEADs go, or the first GET fails
 where the aws CLI works. So nothing here reads the environment itself: botocore
 has already decided the CA bundle (`AWS_CA_BUNDLE`, `ca_bundle` in the AWS
-config, `REQUESTS_CA_BUNDLE`, else its default), the client certificate and
-the proxies (`proxies` in the client config, else `HTTPS_PROXY`/`HTTP_PROXY`
-minus `NO_PROXY`, by the standard library's rules) for the client's endpoint,
-and this module reads those decisions off the client's own HTTP session.
+config, `REQUESTS_CA_BUNDLE`, else its default), the client certificate and,
+per client endpoint, the proxies (`proxies` in the client config, else
+`HTTPS_PROXY`/`HTTP_PROXY` minus `NO_PROXY`, by the standard library's rules),
+and this module reads those decisions off the client's own HTTP session (the
+only place that touches botocore's private attributes). Proxies are plain
+`http://` ones, tunnelling TLS with CONNECT; botocore's `proxies_config`
+(`proxy_ca_bundle`, `proxy_client_cert`) for TLS to the proxy itself is not
+applied to the GETs.
 """
 
 import ssl
@@ -20,18 +24,10 @@ from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get
 from .errors import SetupError
 
 
-class Request(NamedTuple):
-    """A signed GET: its URL, its headers, and the s3:// address errors name."""
-
-    url: str
-    headers: dict[str, str]
-    where: str
-
-
 @dataclass(frozen=True)
 class Proxy:
-    """A proxy to tunnel through: its address without credentials, the header that
-    carries them, and how messages may name it."""
+    """A proxy to tunnel through: its address without credentials, and the header
+    that carries them (so the password never sits in a URL that could be printed)."""
 
     url: str
     headers: dict[str, str] = field(hash=False, compare=False)
@@ -39,21 +35,33 @@ class Proxy:
     @property
     def host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.url)
-        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.hostname or "", parts.port or 80
+
+
+class Request(NamedTuple):
+    """A GET ready to send: its signed URL, headers, the proxy to go through, and
+    the s3:// address errors name."""
+
+    url: str
+    headers: dict[str, str]
+    proxy: Proxy | None
+    where: str
 
 
 @dataclass(frozen=True)
-class Connection:
-    ca_bundle: str  # the CA file in use
-    ssl: ssl.SSLContext  # for aiohttp and http.client
-    _proxies: ProxyConfiguration
+class Trust:
+    """The CA bundle botocore verifies S3's certificates with, as an SSL context for
+    aiohttp and http.client (which, unlike urllib3, rely on it to check host names)."""
+
+    ca_bundle: str
+    ssl: ssl.SSLContext
 
     @classmethod
-    def of(cls, client: object) -> "Connection":
-        """The trust and proxies of `client`, an aiobotocore S3 client."""
-        http = client._endpoint.http_session  # type: ignore[attr-defined]
-        bundle = get_cert_path(http._verify)
+    def of(cls, client: object) -> "Trust":
+        """The trust of `client`, an aiobotocore S3 client."""
+        bundle = get_cert_path(client._endpoint.http_session._verify)  # type: ignore[attr-defined]
         context = create_urllib3_context()
+        context.check_hostname = True  # urllib3 matches host names itself; we must not skip it
         try:
             context.load_verify_locations(cafile=bundle)
             cert = client.meta.config.client_cert  # type: ignore[attr-defined]
@@ -65,18 +73,24 @@ class Connection:
             raise SetupError(
                 f"{bundle}: cannot load this CA bundle ({exc}); check AWS_CA_BUNDLE"
             ) from None
-        return cls(bundle, context, http._proxy_config)
+        return cls(bundle, context)
 
-    def proxy_for(self, url: str) -> Proxy | None:
-        """The proxy botocore uses for `url`, or None to connect directly."""
-        proxy_url = self._proxies.proxy_url_for(url)
-        if not proxy_url:
-            return None
-        parts = urlsplit(proxy_url)
-        if parts.scheme != "http":
-            raise SetupError(
-                f"{parts.scheme}://{parts.hostname}:{parts.port}: only http:// proxies are"
-                " supported (the tunnel to S3 is TLS already)"
-            )
-        bare = parts._replace(netloc=f"{parts.hostname}:{parts.port or 80}")
-        return Proxy(urlunsplit(bare), self._proxies.proxy_headers_for(proxy_url))
+
+def proxies_of(client: object) -> ProxyConfiguration:
+    """The proxies botocore decided on for `client`'s endpoint."""
+    return client._endpoint.http_session._proxy_config  # type: ignore[attr-defined]
+
+
+def proxy_for(proxies: ProxyConfiguration, url: str) -> Proxy | None:
+    """The proxy botocore uses for `url`, or None to connect directly."""
+    proxy_url = proxies.proxy_url_for(url)
+    if not proxy_url:
+        return None
+    parts = urlsplit(proxy_url)
+    if parts.scheme != "http":
+        raise SetupError(
+            f"{parts.scheme}://{parts.hostname}:{parts.port}: only http:// proxies are"
+            " supported (the tunnel to S3 is TLS already)"
+        )
+    bare = parts._replace(netloc=f"{parts.hostname}:{parts.port or 80}")
+    return Proxy(urlunsplit(bare), proxies.proxy_headers_for(proxy_url))

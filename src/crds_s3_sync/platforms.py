@@ -32,10 +32,11 @@ def fit_open_files(jobs: int) -> tuple[int, str | None]:
     import resource  # POSIX only: imported once the platform is known to be one
 
     needed = FILES_BASE + FILES_PER_JOB * jobs
+    wanted = 2 * needed  # headroom: the estimate is an estimate
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
         return jobs, None
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError):  # macOS refuses more than OPEN_MAX whatever the hard limit

@@ -27,7 +27,10 @@ BACKOFF = (0.1, 10.0)  # first and longest back-off, seconds
 
 
 class Mismatch(Transient):
-    """The bytes received are not the bytes server_config describes: fetch them again."""
+    """The bytes received are not the bytes server_config describes: fetch them again,
+    but only a few times (a flipped bit passes; a bucket that disagrees does not)."""
+
+    TRIES = 3
 
 
 class RetryListener(Protocol):
@@ -63,6 +66,8 @@ class Pacer:
 
 
 class Retry:
+    """The policy, shared by a whole run so that it counts every retry once."""
+
     def __init__(
         self, pacer: Pacer, listener: RetryListener | None = None, seconds: float = RETRY_TIME
     ) -> None:
@@ -83,7 +88,9 @@ class Retry:
                 if isinstance(exc, Throttled):
                     self.pacer.throttled()
                     delay = max(delay, exc.retry_after or 0.0)
-                if elapsed + delay > self.seconds:
+                if elapsed + delay > self.seconds or (
+                    isinstance(exc, Mismatch) and tries >= Mismatch.TRIES
+                ):
                     raise type(exc)(
                         f"{one_line(exc)} (gave up after {elapsed:.1f} s and {tries} tries)"
                     ) from None

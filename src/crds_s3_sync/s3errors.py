@@ -26,8 +26,15 @@ _THROTTLING_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 )
 _REGION_CODES = frozenset(
-    {"PermanentRedirect", "AuthorizationHeaderMalformed", "AuthorizationQueryParametersError"}
+    {
+        "PermanentRedirect",
+        "TemporaryRedirect",
+        "AuthorizationHeaderMalformed",
+        "AuthorizationQueryParametersError",
+    }
 )
+# A proxy's answers to CONNECT that mean "not you, not there": no retry will help.
+PROXY_REFUSALS = frozenset({403, 407})
 _EXPIRED_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestExpired"})
 
 _QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>]*", re.IGNORECASE)
@@ -111,7 +118,13 @@ class Answer:
         )
 
 
-_HTTP_CODES = {301: "PermanentRedirect", 400: "BadRequest", 403: "AccessDenied", 404: "NotFound"}
+_HTTP_CODES = {
+    301: "PermanentRedirect",
+    307: "TemporaryRedirect",
+    400: "BadRequest",
+    403: "AccessDenied",
+    404: "NotFound",
+}
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ class Translator:
         said = f"{code}: {answer.message}" if answer.message else code
         skew = _skew(answer.server_time)
         if code == "RequestTimeTooSkewed" or (
-            skew is not None and status in (400, 403) and abs(skew) > SKEW_TOLERANCE
+            self.signed and skew is not None and status in (400, 403) and abs(skew) > SKEW_TOLERANCE
         ):
             off = "too far off"
             if skew is not None:

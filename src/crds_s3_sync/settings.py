@@ -52,6 +52,10 @@ class Location:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def url(self, name: str) -> str:
+        """The s3:// address of `name` here, as messages name it."""
+        return f"s3://{self.bucket}/{self.key(name)}"
+
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 

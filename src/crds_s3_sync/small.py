@@ -3,15 +3,15 @@
 Most CRDS files are a few kilobytes: for them many requests in flight matter
 more than copies, and a thread hand-off would cost more than the read (`bulk`
 takes the big ones). aiohttp is aiobotocore's own transport; here it gets
-botocore's CA bundle and proxies (`connection`) and keeps its own from the
-environment out (`trust_env` stays off).
+botocore's CA bundle and, with each request, botocore's proxy (`connection`),
+and keeps its own reading of the environment out (`trust_env` stays off).
 """
 
 import aiohttp
 
-from .connection import Connection, Request
+from .connection import Request, Trust
 from .errors import FormatError, SourceError, Transient
-from .s3errors import Answer, Translator, one_line
+from .s3errors import PROXY_REFUSALS, Answer, Translator, one_line
 
 ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
 
@@ -22,16 +22,14 @@ class SmallReader:
     def __init__(
         self,
         connections: int,
-        connection: Connection,
+        trust: Trust,
         translator: Translator,
         connect_timeout: float,
         read_timeout: float,
     ) -> None:
-        self._connection, self._translator = connection, translator
+        self._translator = translator
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=connections, ttl_dns_cache=300, ssl=connection.ssl
-            ),
+            connector=aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300, ssl=trust.ssl),
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
             ),
@@ -46,27 +44,25 @@ class SmallReader:
 
     async def read(self, request: Request, size: int | None, limit: int | None) -> bytes:
         """GET the request's URL into memory: it must be `size` bytes if given, and one
-        bigger than `limit` is refused unread."""
-        url, headers, where = request
-        proxy = self._connection.proxy_for(url)
+        bigger than `limit` is refused unread. (aiohttp itself resends once a request
+        whose kept-alive connection S3 had closed.)"""
+        url, headers, proxy, where = request
         options = {"proxy": proxy.url, "proxy_headers": proxy.headers} if proxy else {}
-        for fresh in (False, True):
-            try:
-                response = await self._session.get(url, headers=headers, **options)
-                break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if fresh or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise self._lost(request, exc) from None
-                # a keep-alive connection S3 closed while idle: resend once, not a try
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._lost(request, exc) from None
+        try:
+            response = await self._session.get(
+                url, headers=headers, allow_redirects=False, **options
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._lost(request, exc) from None
         async with response:
             try:
-                if response.status not in (200, 206) or (headers and response.status != 206):
+                if response.status != 200:
                     body = await response.content.read(ERROR_BODY)
                     answer = Answer.parse(response.status, response.headers, body)
                     raise self._translator.answer(where, answer)
                 announced = int(response.headers.get("Content-Length", "-1"))
+                if announced < 0:
+                    raise Transient(f"{where}: an answer without Content-Length")
                 if size is not None and announced != size:  # no retry: the bucket disagrees
                     raise SourceError(f"{where}: object is {announced} bytes, expected {size}")
                 if limit is not None and announced > limit:
@@ -77,7 +73,7 @@ class SmallReader:
                 data = await response.content.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._lost(request, exc) from None
-        if announced >= 0 and len(data) != announced:
+        if len(data) != announced:
             raise Transient(f"{where}: connection closed after {len(data)} of {announced} bytes")
         return data
 
@@ -86,10 +82,11 @@ class SmallReader:
         host = request.url.split("/")[2]
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return self._translator.certificate(host, exc.certificate_error)
-        if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-            return self._translator.certificate(host, exc)
-        if isinstance(exc, aiohttp.ClientHttpProxyError):
-            proxy = self._connection.proxy_for(request.url)
+        if (
+            isinstance(exc, aiohttp.ClientHttpProxyError)
+            and exc.status in PROXY_REFUSALS
+            and request.proxy
+        ):
             detail = f"{exc.status} {exc.message}"
-            return self._translator.proxy_refused(proxy.url if proxy else "?", host, detail)
+            return self._translator.proxy_refused(request.proxy.url, host, detail)
         return Transient(f"{request.where}: {type(exc).__name__}: {one_line(exc)}")

@@ -25,7 +25,6 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError,
     EndpointConnectionError,
-    ProxyConnectionError,
     ReadTimeoutError,
     SSLError,
 )
@@ -33,15 +32,23 @@ from botocore.exceptions import (
 from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader
-from .connection import Connection, Request
-from .errors import SourceError, SyncError, Transient
-from .retry import Pacer, Retry, RetryListener
-from .s3errors import Answer, ExpiredCredentials, Translator, WrongRegion, one_line
+from .connection import Request, Trust
+from .errors import SetupError, SourceError, SyncError, Transient
+from .retry import RETRY_TIME, Pacer, Retry, RetryListener
+from .s3errors import (
+    Answer,
+    ExpiredCredentials,
+    Translator,
+    WrongRegion,
+    is_certificate_error,
+    one_line,
+)
 from .settings import PUBLIC_BUCKETS, Location, Settings
 from .small import SmallReader
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60  # seconds
+RESENDS = 4  # a GET sent again for a region or for credentials, at most; not tries
 
 
 class S3Source:
@@ -60,12 +67,17 @@ class S3Source:
     ) -> None:
         self.settings = settings
         self.pacer = Pacer(jobs)
-        self.retry = Retry(self.pacer, listener, *([retry_seconds] if retry_seconds else []))
+        self.retry = Retry(
+            self.pacer, listener, RETRY_TIME if retry_seconds is None else retry_seconds
+        )
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> "S3Source":
         try:
             await self._open()
+        except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
+            await self._stack.aclose()
+            raise SetupError(f"AWS configuration: {one_line(exc)}") from None
         except BaseException:
             await self._stack.aclose()
             raise
@@ -94,16 +106,13 @@ class S3Source:
         self._addresses = Addresses(
             session, config, self.settings.endpoint_url, credentials, self._stack
         )
-        client = await self._addresses.client(self.settings.config.bucket)
-        self.connection = Connection.of(client)
-        self.translator = Translator(not unsigned, found, self.connection.ca_bundle)
+        trust = Trust.of(await self._addresses.client(self.settings.config.bucket))
+        self._translator = Translator(not unsigned, found, trust.ca_bundle)
         self._small = await self._stack.enter_async_context(
-            SmallReader(
-                connections, self.connection, self.translator, CONNECT_TIMEOUT, READ_TIMEOUT
-            )
+            SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, READ_TIMEOUT)
         )
         self._bulk = BulkReader(
-            min(BULK_THREADS, self.pacer.ceiling), READ_TIMEOUT, self.connection, self.translator
+            min(BULK_THREADS, self.pacer.ceiling), READ_TIMEOUT, trust, self._translator
         )
         self._stack.callback(self._bulk.close)
 
@@ -116,7 +125,7 @@ class S3Source:
         """A whole small object for planning (server_config, a mapping, a context
         pickle), retried by the run's policy."""
         return await self.retry.run(
-            lambda: self.read(location, name, limit=limit), self._where(location, name)
+            lambda: self.read(location, name, limit=limit), location.url(name)
         )
 
     async def read(
@@ -157,22 +166,24 @@ class S3Source:
         byte_range: tuple[int, int] | None,
         send: Callable[[Request], Awaitable[T]],
     ) -> T:
-        """Sign and send now; resend after a region redirect or expired credentials."""
+        """Sign and send now; resend after a region redirect (to the region S3 names,
+        unless it is the one the request was signed for) or expired credentials (with
+        fresh ones; if there are none, nothing else will work either)."""
         bucket, key = location.bucket, location.key(name)
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
-        renewed = False
-        while True:
-            url = await self._addresses.url(bucket, key)
+        for _ in range(RESENDS):
+            addressed = await self._addresses.address(bucket, key)
+            request = Request(addressed.url, headers, addressed.proxy, location.url(name))
             try:
-                return await send(Request(url, headers, self._where(location, name)))
+                return await send(request)
             except WrongRegion as exc:
-                if not self._addresses.learn(bucket, exc.region):
+                if exc.region == addressed.region:
                     raise SourceError(str(exc)) from None
-            except ExpiredCredentials:
-                if renewed:
-                    raise
-                await self._addresses.renew()
-                renewed = True
+                self._addresses.learn(bucket, exc.region)
+            except ExpiredCredentials as exc:
+                if not await self._addresses.renew(addressed.credentials):
+                    raise SetupError(str(exc)) from None
+        raise SourceError(f"{location.url(name)}: S3 kept turning the request away")
 
     # -- botocore requests -------------------------------------------------------------
 
@@ -188,7 +199,7 @@ class S3Source:
                 )
             return int(response["ContentLength"])
 
-        return await self.retry.run(head, self._where(location, name))
+        return await self.retry.run(head, location.url(name))
 
     async def list_names(self, location: Location) -> list[str]:
         """Names of the objects directly under `location` (not in deeper "folders")."""
@@ -209,7 +220,7 @@ class S3Source:
                         return names
                     names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
 
-        return await self.retry.run(listing, f"s3://{location.bucket}/{prefix}")
+        return await self.retry.run(listing, location.url(""))
 
     async def _botocore(self, call: Awaitable[T], bucket: str, key: str) -> T:
         """One botocore request (which follows region redirects itself), its failure
@@ -217,9 +228,9 @@ class S3Source:
         try:
             return await call
         except (ClientError, BotoCoreError) as exc:
-            raise self.explain(exc, bucket, key) from None
+            raise self._explain(exc, bucket, key) from None
 
-    def explain(self, exc: Exception, bucket: str, key: str) -> SyncError:
+    def _explain(self, exc: Exception, bucket: str, key: str) -> SyncError:
         """A botocore error as one line saying what failed and where."""
         where = f"s3://{bucket}/{key}"
         if isinstance(exc, ClientError):
@@ -232,21 +243,16 @@ class S3Source:
                 error.get("Message"),
                 error.get("Region"),
             )
-            translated = self.translator.answer(where, answer)
+            translated = self._translator.answer(where, answer)
             if isinstance(translated, WrongRegion):  # botocore could not follow it either
                 return SourceError(str(translated))
+            if isinstance(translated, ExpiredCredentials):  # botocore signs with fresh ones
+                return SetupError(str(translated))
             return translated
-        if isinstance(exc, SSLError):
-            return self.translator.certificate(exc.kwargs.get("endpoint_url", where), exc)
-        if isinstance(exc, ProxyConnectionError):
-            proxy = exc.kwargs.get("proxy_url", "")
-            return self.translator.proxy_refused(proxy, where, one_line(exc))
+        if isinstance(exc, SSLError) and is_certificate_error(exc.kwargs.get("error")):
+            return self._translator.certificate(exc.kwargs.get("endpoint_url", where), exc)
         if isinstance(exc, EndpointConnectionError):
             return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
         if isinstance(exc, ConnectionError | ReadTimeoutError):
             return Transient(f"{where}: {type(exc).__name__}: {one_line(exc)}")
         return SourceError(f"{where}: {type(exc).__name__}: {one_line(exc)}")
-
-    @staticmethod
-    def _where(location: Location, name: str) -> str:
-        return f"s3://{location.bucket}/{location.key(name)}"

@@ -10,9 +10,9 @@ Small files are one GET each; large files are fetched in ranged parts (see
 All requests, whole-file or part, share the source's one limit on requests in
 flight (`jobs` at most; throttling lowers it); small and large files have their
 own workers, so neither waits for the other to drain. Each whole-file GET is one
-attempt of the source's retry policy. A file
-is fetched under its lock (`locks`), so processes sharing a cache never fetch
-one file at the same time, and each looks again once it holds the lock.
+attempt of the source's retry policy. A file is fetched under its lock
+(`locks`), so processes sharing a cache never fetch one file at the same time,
+and each looks again once it holds the lock.
 """
 
 import errno
@@ -26,7 +26,7 @@ from typing import TypeVar
 import anyio
 
 from .audit import check_received, defect
-from .errors import SyncError
+from .errors import SourceError, SyncError
 from .layout import temporary_path
 from .locks import file_lock
 from .plan import FileSpec
@@ -35,7 +35,7 @@ from .progress import Progress
 from .ranged import RangedFile
 from .retry import RETRY_TIME
 from .s3errors import one_line
-from .source import S3Source, SourceError
+from .source import S3Source
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
