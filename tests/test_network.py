@@ -19,12 +19,18 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import aioboto3
 import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
+from botocore import UNSIGNED
+from botocore.exceptions import SSLError
 from conftest import RULES, mappings_of
 from connect_proxy import ConnectProxy
 from s3standin import S3StandIn
 from tls_certificates import Certificates, make_certificates
 
+from crds_s3_sync.connection import VerifyingSession
 from crds_s3_sync.demo import build_bucket
 
 KEY, SECRET = "AKIDSTANDIN0001", "standin-secret-0001"
@@ -397,3 +403,27 @@ def test_credential_trouble_is_one_line(s3, network, cli, tmp_path, monkeypatch,
     assert result.exit_code == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("crds-s3-sync: error: AWS configuration: ") and says in line, line
+
+
+async def test_listing_checks_host_names_too(s3, proxy, certs) -> None:
+    """aiobotocore's own requests, made through the session class the tool gives it,
+    refuse a certificate that does not name the host (aiobotocore's default accepts)."""
+    s3.add_bucket("listed", "ap-south-1", public=True)
+    s3.put("listed", "a-key", b"x")
+    outcomes = []
+    for session_class in (AIOHTTPSession, VerifyingSession):
+        config = AioConfig(
+            http_session_cls=session_class,
+            proxies={"https": proxy.url},
+            signature_version=UNSIGNED,
+            retries={"total_max_attempts": 1},
+        )
+        async with aioboto3.Session().client(
+            "s3", region_name="ap-south-1", verify=str(certs.ca), config=config
+        ) as client:
+            try:
+                listed = await client.list_objects_v2(Bucket="listed")
+                outcomes.append([item["Key"] for item in listed["Contents"]])
+            except SSLError as exc:
+                outcomes.append(type(exc.kwargs["error"]).__name__)
+    assert outcomes == [["a-key"], "ClientConnectorCertificateError"]

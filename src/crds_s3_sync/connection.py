@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 
 from .errors import SetupError
@@ -51,7 +53,7 @@ class Request(NamedTuple):
 @dataclass(frozen=True)
 class Trust:
     """The CA bundle botocore verifies S3's certificates with, as an SSL context for
-    aiohttp and http.client (which, unlike urllib3, rely on it to check host names)."""
+    aiohttp and http.client."""
 
     ca_bundle: str
     ssl: ssl.SSLContext
@@ -59,21 +61,28 @@ class Trust:
     @classmethod
     def of(cls, client: object) -> "Trust":
         """The trust of `client`, an aiobotocore S3 client."""
-        bundle = get_cert_path(client._endpoint.http_session._verify)  # type: ignore[attr-defined]
-        context = create_urllib3_context()
-        context.check_hostname = True  # urllib3 matches host names itself; we must not skip it
-        try:
-            context.load_verify_locations(cafile=bundle)
-            cert = client.meta.config.client_cert  # type: ignore[attr-defined]
-            if isinstance(cert, str):
-                context.load_cert_chain(cert)
-            elif isinstance(cert, tuple):
-                context.load_cert_chain(*cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise SetupError(
-                f"{bundle}: cannot load this CA bundle ({exc}); check AWS_CA_BUNDLE"
-            ) from None
-        return cls(bundle, context)
+        http = client._endpoint.http_session  # type: ignore[attr-defined]
+        bundle = get_cert_path(http._verify)
+        return cls(bundle, verifying_context(bundle, client.meta.config.client_cert))  # type: ignore[attr-defined]
+
+
+def verifying_context(bundle: str, client_cert: str | tuple[str, str] | None) -> ssl.SSLContext:
+    """botocore's TLS settings with `bundle` trusted and the host-name check on:
+    botocore turns the check off for urllib3, which matches host names itself, but
+    aiohttp and http.client rely on the context to do it."""
+    context = create_urllib3_context()
+    context.check_hostname = True
+    try:
+        context.load_verify_locations(cafile=bundle)
+        if isinstance(client_cert, str):
+            context.load_cert_chain(client_cert)
+        elif isinstance(client_cert, tuple):
+            context.load_cert_chain(*client_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise SetupError(
+            f"{bundle}: cannot load this CA bundle ({exc}); check AWS_CA_BUNDLE"
+        ) from None
+    return context
 
 
 def proxies_of(client: object) -> ProxyConfiguration:
@@ -94,3 +103,20 @@ def proxy_for(proxies: ProxyConfiguration, url: str) -> Proxy | None:
         )
     bare = parts._replace(netloc=f"{parts.hostname}:{parts.port or 80}")
     return Proxy(urlunsplit(bare), proxies.proxy_headers_for(proxy_url))
+
+
+class VerifyingSession(AIOHTTPSession):
+    """aiobotocore's HTTP session (listing, HEADs), verifying TLS as the GETs do.
+
+    aiobotocore inherits botocore's urllib3 context, with the host-name check off,
+    and through a proxy it verifies nothing at all unless a `proxy_ca_bundle` is
+    set; either way any certificate from a trusted CA, or from anyone, would do.
+    """
+
+    def _create_connector(self, proxy_url: str | None) -> aiohttp.TCPConnector:
+        client_cert = (self._cert_file, self._key_file) if self._key_file else self._cert_file
+        return aiohttp.TCPConnector(
+            limit=self._max_pool_connections,
+            ssl=verifying_context(get_cert_path(self._verify), client_cert),
+            **self._connector_args,
+        )

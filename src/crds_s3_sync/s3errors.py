@@ -206,13 +206,16 @@ class Translator:
         )
 
 
-def is_certificate_error(exc: BaseException) -> bool:
+def is_certificate_error(exc: BaseException | None) -> bool:
+    """A failed certificate check, whichever client met it (aiohttp wraps it)."""
+    exc = getattr(exc, "certificate_error", exc)
     return isinstance(exc, ssl.SSLCertVerificationError) or (
         isinstance(exc, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
     )
 
 
 def _reason(exc: BaseException) -> str:
+    exc = getattr(exc, "certificate_error", exc)
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return exc.verify_message
     return one_line(exc)

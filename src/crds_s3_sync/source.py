@@ -18,8 +18,8 @@ from contextlib import AsyncExitStack
 from typing import TypeVar
 
 import aioboto3
+from aiobotocore.config import AioConfig
 from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -32,7 +32,7 @@ from botocore.exceptions import (
 from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader
-from .connection import Request, Trust
+from .connection import Request, Trust, VerifyingSession
 from .errors import SetupError, SourceError, SyncError, Transient
 from .retry import RETRY_TIME, Pacer, Retry, RetryListener
 from .s3errors import (
@@ -95,7 +95,8 @@ class S3Source:
                 found = credentials is not None
                 unsigned = not found
         connections = self.pacer.ceiling + 4
-        config = Config(
+        config = AioConfig(
+            http_session_cls=VerifyingSession,
             signature_version=UNSIGNED if unsigned else "s3v4",
             max_pool_connections=connections,
             retries={"mode": "standard", "total_max_attempts": 1},  # `retry` decides
@@ -250,7 +251,8 @@ class S3Source:
                 return SetupError(str(translated))
             return translated
         if isinstance(exc, SSLError) and is_certificate_error(exc.kwargs.get("error")):
-            return self._translator.certificate(exc.kwargs.get("endpoint_url", where), exc)
+            host = exc.kwargs.get("endpoint_url", where)
+            return self._translator.certificate(host, exc.kwargs["error"])
         if isinstance(exc, EndpointConnectionError):
             return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
         if isinstance(exc, ConnectionError | ReadTimeoutError):
