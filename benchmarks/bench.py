@@ -1,15 +1,17 @@
-"""Throughput benchmark: crds-s3-sync against s5cmd, the AWS CLI and crds_s3_get.
+"""Throughput benchmark: crds-s3-sync against s5cmd, rclone, the AWS CLI and crds_s3_get.
 
 Every tool downloads the same objects from the same local server (nginx on
 127.0.0.1 serving a directory as path-style /<bucket>/<key>, with a
 pre-rendered ListObjectsV2 answer for `aws s3 sync`), runs alternate, and each
 case reports the median wall time, throughput, files per second, peak memory
-and the ratio to s5cmd over the same link. moto stays the test suite's server:
-it is too slow to tell fast clients apart.
+and the ratios to s5cmd and to the fastest peer (`PEERS`) over the same link.
+moto stays the test suite's server: it is too slow to tell fast clients apart.
 
-Links (`--links`): plain HTTP, and HTTPS with a test CA made once under
-benchmarks/.data/tls; each tool is told to trust that CA by its own setting
-(`TRUST`), and a tool that fails is reported as failed for that case and link.
+Links (`--links`): plain HTTP; HTTPS with a test CA made once under
+benchmarks/.data/tls (each tool is told to trust that CA by its own setting, `TRUST`);
+and `far`, plain HTTP with every answer delayed 40 ms and each request capped at
+100 MiB/s, as from another region (nginx's Lua module, `FAR`). A tool that fails is
+reported as failed for that case and link.
 
 Cases (see `build_case`): realistic (the last 5 JWST contexts, real sizes / 200,
 clamped to [512 B, 64 MiB]), small (5,000 files of 2-8 KiB), large (one 2 GiB
@@ -41,6 +43,7 @@ import anyio
 
 from crds_s3_sync.demo import encode_metadata
 from crds_s3_sync.server_config import parse_server_config
+from crds_s3_sync.transfer import TransferOptions
 from crds_s3_sync.walker import walk
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +53,20 @@ BUCKET, PREFIX, OBS = "bench", "crds", "jwst"
 JWST_LAST_5 = [f"jwst_{n:04d}.pmap" for n in range(537, 542)]
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DEST = Path("/dev/shm/crds-bench") if Path("/dev/shm").is_dir() else WORK / "dest"
-LINKS = ("http", "https")
+LINKS = ("http", "https", "far")
+JOBS = TransferOptions.jobs  # crds-s3-sync's default --jobs; s5cmd gets as many workers
+# The far link: what nginx does before each answer, and the modules that needs. Debian's
+# libnginx-mod-http-lua first; else libnginx-mod-http-echo, whose echo_sleep then hands
+# the request to a named location serving the file.
+MODULES = Path("/usr/share/nginx/modules")
+FAR_DELAY, FAR_RATE = 0.04, 100  # seconds before each answer; MiB/s for each request
+FAR = {
+    "lua": (
+        ("ndk_http_module.so", "ngx_http_lua_module.so"),
+        f"access_by_lua_block {{ ngx.sleep({FAR_DELAY}) }}",
+    ),
+    "echo": (("ngx_http_echo_module.so",), None),
+}
 # Where a shell (this machine's does) may point Python, Go, OpenSSL and botocore at the
 # system's CAs. Children get none of these but the one their tool reads (TRUST), so a tool
 # that ignores its own setting fails instead of passing on another's.
@@ -283,33 +299,73 @@ def make_tls(where: Path) -> Tls:
     return tls
 
 
+def far_delay(where: Path) -> str:
+    """How this machine's nginx can delay answers: "lua" or else "echo", the first whose
+    modules `nginx -t` loads."""
+    where.mkdir(parents=True, exist_ok=True)
+    for how, (modules, _) in FAR.items():
+        conf = where / f"probe-{how}.conf"
+        conf.write_text(
+            "".join(f"load_module {MODULES / m};\n" for m in modules)
+            + f"pid {where}/probe.pid; error_log stderr error; events {{ }}\n"
+        )
+        probe = ["nginx", "-t", "-q", "-p", str(where), "-c", str(conf)]
+        if subprocess.run(probe, capture_output=True).returncode == 0:
+            return how
+    raise SystemExit(
+        "--links far: nginx cannot load a module to delay answers: "
+        "apt-get install libnginx-mod-http-lua (or libnginx-mod-http-echo)"
+    )
+
+
 def start_nginx(
-    srv: Path, links: list[str], tls: Tls | None, log: Path | None
+    srv: Path, links: list[str], tls: Tls | None, log: Path | None, delay: str | None = None
 ) -> tuple[subprocess.Popen, dict[str, str]]:
     """One nginx, one server per link, each with the same locations; HTTP/1.1 keep-alive
-    on both (no http2). The endpoint of each link."""
+    on all (no http2). far, plain HTTP, waits FAR_DELAY before each answer (by `delay`, see
+    `far_delay`) and sends each at FAR_RATE at most. The endpoint of each link."""
     ports = {link: free_port() for link in links}
     logging = f"access_log {log} bench;" if log else "access_log off;"
-    locations = f"location = /{BUCKET} {{ try_files /listing.xml =404; }} location / {{ }}"
+    # A directory is no key: 404 as from S3, not nginx's redirect to its index (rclone asks
+    # whether the root it copies from is an object).
+    plain = (
+        f"location = /{BUCKET} {{ try_files /listing.xml =404; }} "
+        "location / { try_files $uri =404; }"
+    )
+    far = f"limit_rate {FAR_RATE}m; {plain}"
+    if delay == "lua":  # the access phase, before try_files and the static handler
+        far = f"{FAR['lua'][1]} {far}"
+    elif delay == "echo":  # echo_sleep is a content handler: sleep, then serve the file
+        far = (
+            f"limit_rate {FAR_RATE}m; "
+            f"location = /{BUCKET} {{ echo_sleep {FAR_DELAY}; echo_exec @listing; }} "
+            f"location / {{ echo_sleep {FAR_DELAY}; echo_exec @file; }} "
+            "location @listing { try_files /listing.xml =404; } "
+            "location @file { try_files $uri =404; }"
+        )
     listen = {
         "http": lambda port: f"listen 127.0.0.1:{port};",
         "https": lambda port: (
             f"listen 127.0.0.1:{port} ssl; ssl_certificate {tls.cert}; "
             f"ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3;"
         ),
+        "far": lambda port: f"listen 127.0.0.1:{port};",
     }
     servers = "\n".join(
-        f"  server {{ {listen[link](port)} root {srv}; {logging}\n    {locations} }}"
+        f"  server {{ {listen[link](port)} root {srv}; {logging}\n"
+        f"    {far if link == 'far' else plain} }}"
         for link, port in ports.items()
     )
+    modules = "".join(f"load_module {MODULES / m};\n" for m in FAR[delay][0]) if delay else ""
     conf = srv.parent / "nginx.conf"
-    conf.write_text(f"""
+    conf.write_text(f"""{modules}
 daemon off; worker_processes 2; pid {srv.parent}/nginx.pid; error_log stderr error;
 {"user root;" if os.geteuid() == 0 else ""}
 events {{ worker_connections 4096; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  log_format bench '$connection $ssl_protocol $status $request_method "$http_user_agent"';
+  log_format bench '$connection $ssl_protocol $status $request_method $request_time '
+                   '"$http_user_agent"';
   default_type application/octet-stream;
   client_body_temp_path {srv.parent}/tmp; proxy_temp_path {srv.parent}/tmp;
   fastcgi_temp_path {srv.parent}/tmp; uwsgi_temp_path {srv.parent}/tmp;
@@ -320,12 +376,17 @@ http {{
     server = subprocess.Popen(["nginx", "-p", str(srv.parent), "-c", str(conf)])
     for port in ports.values():
         for _ in range(100):
+            if server.poll() is not None:
+                raise SystemExit(f"nginx exited ({server.returncode}); its configuration: {conf}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
                 break
             except OSError:
                 time.sleep(0.05)
-    return server, {link: f"{link}://127.0.0.1:{port}" for link, port in ports.items()}
+    scheme = {"https": "https"}
+    return server, {
+        link: f"{scheme.get(link, 'http')}://127.0.0.1:{port}" for link, port in ports.items()
+    }
 
 
 def free_port() -> int:
@@ -336,14 +397,22 @@ def free_port() -> int:
 
 # -- the tools -----------------------------------------------------------------------------
 
-# How each tool is told to trust the test CA on the https link: its own, documented setting.
+# How each tool is told to trust the test CA on the https link: its own, documented setting
+# (an environment variable, or a command-line option given Job.ca).
 TRUST = {
     "crds-s3-sync": "AWS_CA_BUNDLE",  # as botocore reads it
     "s5cmd": "SSL_CERT_FILE",  # Go's crypto/x509 reads it on Linux
+    "s5cmd-default": "SSL_CERT_FILE",
     "s5cmd+sha1sum": "SSL_CERT_FILE",
+    "rclone": "--ca-cert",
     "aws": "AWS_CA_BUNDLE",
     "crds_s3_get": "AWS_CA_BUNDLE",  # read by the `aws s3 cp` it starts
 }
+# The program each tool row runs, where its name is not the program's.
+PROGRAM = {"s5cmd-default": "s5cmd", "s5cmd+sha1sum": "s5cmd"}
+# The other tools that fetch a case's files in one process: "time / best peer" is to the
+# fastest of them over the same link. s5cmd+sha1sum and crds_s3_get are not peers.
+PEERS = ("s5cmd", "s5cmd-default", "rclone", "aws")
 UNTRUSTED = re.compile(
     r"certificate verify failed|CERTIFICATE_VERIFY_FAILED|unknown authority"
     r"|unable to get local issuer certificate|SSL validation failed",
@@ -368,6 +437,7 @@ class Job:
     env: dict[str, str]
     log: Path  # the tool's stderr
     timeout: float = 600.0  # for each process started, then it is killed and the run failed
+    ca: Path | None = None  # on https, the test CA, for a tool told so by a command-line option
 
 
 class ToolFailed(Exception):
@@ -444,7 +514,13 @@ def ours(case: Case, job: Job) -> Run:
 
 
 def s5cmd(case: Case, job: Job) -> Run:
+    """As many workers as crds-s3-sync has requests in flight."""
     return measure(s5cmd_command(case, job), job)
+
+
+def s5cmd_default(case: Case, job: Job) -> Run:
+    """s5cmd's own default number of workers (256 in v2.3)."""
+    return measure(s5cmd_command(case, job, workers=None), job)
 
 
 def s5cmd_sha1sum(case: Case, job: Job) -> Run:
@@ -454,24 +530,66 @@ def s5cmd_sha1sum(case: Case, job: Job) -> Run:
     return measure(["sh", "-c", f"{command} >/dev/null && {check}"], job)
 
 
-def s5cmd_command(case: Case, job: Job) -> list[str]:
-    lines = [
-        f"cp s3://{BUCKET}/{PREFIX}/{kind}/{OBS}/{name} {job.dest}/{kind}/{OBS}/{name}"
+def case_keys(case: Case) -> list[str]:
+    """Every file of the case as its key under PREFIX: mappings and references."""
+    return [
+        f"{'mappings' if isinstance(v, bytes) else 'references'}/{OBS}/{name}"
         for name, v in case.files.items()
-        for kind in (["mappings"] if isinstance(v, bytes) else ["references"])
     ]
+
+
+def s5cmd_command(case: Case, job: Job, workers: int | None = JOBS) -> list[str]:
+    lines = [f"cp s3://{BUCKET}/{PREFIX}/{key} {job.dest}/{key}" for key in case_keys(case)]
     commands = case.root / case.name / "s5cmd.txt"
     commands.write_text("\n".join(lines) + "\n")
+    numworkers = ["--numworkers", str(workers)] if workers else []
     return [
         tool_path("s5cmd"),
         "--endpoint-url",
         job.endpoint,
         "--no-sign-request",
-        "--numworkers",
-        "64",
+        *numworkers,
         "run",
         str(commands),
     ]
+
+
+def rclone(case: Case, job: Job) -> Run:
+    """`rclone copy` of exactly the case's files (--files-from, the source not listed), to
+    an anonymous S3 remote configured by environment variables only."""
+    files = case.root / case.name / "rclone-files.txt"
+    files.write_text("\n".join(case_keys(case)) + "\n")
+    remote = {
+        "TYPE": "s3",
+        "PROVIDER": "Other",
+        "ENDPOINT": job.endpoint,
+        "ENV_AUTH": "false",  # no keys and no environment credentials: anonymous
+        "FORCE_PATH_STYLE": "true",
+        "REGION": "us-east-1",
+    }
+    env = {f"RCLONE_CONFIG_BENCH_{k}": v for k, v in remote.items()}
+    env["RCLONE_CONFIG"] = str(WORK / "rclone.conf")  # empty: no user's remotes
+    (WORK / "rclone.conf").touch()
+    return measure(
+        [
+            "rclone",
+            "copy",
+            f"bench:{BUCKET}/{PREFIX}",
+            str(job.dest),
+            "--files-from",
+            str(files),
+            "--no-traverse",
+            "--no-check-dest",  # the destination is empty: do not look there first
+            "--ignore-checksum",  # nginx's ETag is no MD5; nothing to check but sizes
+            "--transfers",
+            str(JOBS),
+            "--checkers",
+            str(JOBS),
+            *(["--ca-cert", str(job.ca)] if job.ca else []),
+        ],
+        job,
+        env=env,
+    )
 
 
 def aws(case: Case, job: Job) -> Run:
@@ -528,15 +646,20 @@ def crds_s3_get(case: Case, job: Job, sample: int = 24) -> Run:
 TOOLS = {
     "crds-s3-sync": ours,
     "s5cmd": s5cmd,
+    "s5cmd-default": s5cmd_default,
     "s5cmd+sha1sum": s5cmd_sha1sum,
+    "rclone": rclone,
     "aws": aws,
     "crds_s3_get": crds_s3_get,
 }
 
 
 def tool_env(env: dict[str, str], tool: str, link: str, tls: Tls | None) -> dict[str, str]:
-    """The run's environment: on https, the one setting by which `tool` trusts the test CA."""
-    return env | {TRUST[tool]: str(tls.ca)} if link == "https" and tls else env
+    """The run's environment: on https, the one variable by which `tool` trusts the test CA
+    (none for a tool told by a command-line option: see Job.ca)."""
+    if link != "https" or not tls or TRUST[tool].startswith("--"):
+        return env
+    return env | {TRUST[tool]: str(tls.ca)}
 
 
 def served(log: Path | None, start: int) -> str:
@@ -548,14 +671,21 @@ def served(log: Path | None, start: int) -> str:
     with log.open("rb") as lines:
         lines.seek(start)
         fields = [line.split() for line in lines.read().decode().splitlines()]
+    if not fields:
+        return "; nginx: no requests"
     versions = Counter("plain HTTP" if f[1] == "-" else f[1] for f in fields)
     statuses = Counter(f[2] for f in fields)
+    times = [float(f[4]) for f in fields]
+    methods = Counter(f[3] for f in fields)
     return (
         f"; nginx: {len(fields)} requests ("
         + ", ".join(f"{v} {n}" for v, n in versions.most_common())
+        + "; "
+        + ", ".join(f"{m} {n}" for m, n in methods.most_common())
         + f") on {len({f[0] for f in fields})} connections"
         + "; status "
         + ", ".join(f"{s} {n}" for s, n in statuses.most_common())
+        + f"; request_time min {min(times):.3f} median {statistics.median(times):.3f} s"
     )
 
 
@@ -569,7 +699,8 @@ def main() -> None:
     parser.add_argument(
         "--links",
         default=",".join(LINKS),
-        help="http (plain), https (TLS, test CA), or both (default)",
+        help="any of http (plain), https (TLS, test CA), far (plain, 40 ms before each "
+        "answer, 100 MiB/s per request); default: all three",
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=int, default=200)
@@ -596,7 +727,12 @@ def main() -> None:
     links = args.links.split(",")
     if not links or set(links) - set(LINKS):
         parser.error(f"--links: one or more of {', '.join(LINKS)}")
-    tools = [t for t in args.tools.split(",") if Path(tool_path(t.partition("+")[0])).exists()]
+    tools = args.tools.split(",")
+    if set(tools) - set(TOOLS):
+        parser.error(f"--tools: one or more of {', '.join(TOOLS)}")
+    for tool in [t for t in tools if not Path(tool_path(PROGRAM.get(t, t))).exists()]:
+        print(f"{tool}: {PROGRAM.get(tool, tool)} not found, left out", flush=True)
+        tools.remove(tool)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {k: v for k, v in os.environ.items() if k not in CA_VARIABLES} | {
         "PATH": path,
@@ -609,17 +745,26 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     (WORK / "aws-config").write_text("[default]\ns3 =\n  max_concurrent_requests = 64\n")
     tls = make_tls(WORK / "tls") if "https" in links else None
+    delay = far_delay(WORK / "nginx-probe") if "far" in links else None
     report = [
         f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
         f"{time.strftime('%Y-%m-%d')}. Medians of {args.repeat} runs, tools alternating. "
-        f"Links: {', '.join(links)}; each ratio is to s5cmd over the same link.\n"
+        f"Links: {', '.join(links)}"
+        + (
+            f" (far: {FAR_DELAY * 1000:.0f} ms before each answer by nginx's {delay} module, "
+            f"{FAR_RATE} MiB/s per request)"
+            if delay
+            else ""
+        )
+        + f"; each ratio is to s5cmd (at --numworkers {JOBS}) or to the fastest peer "
+        f"({', '.join(PEERS)}) over the same link.\n"
     ]
     for name in args.cases.split(","):
         case = build_case(name, args.scale)
         log = case.root / name / "access.log" if args.access_log else None
         if log:
             log.unlink(missing_ok=True)
-        server, endpoints = start_nginx(case.srv, links, tls, log)
+        server, endpoints = start_nginx(case.srv, links, tls, log, delay)
         runs: dict[tuple[str, str], list[Run]] = {(k, t): [] for k in links for t in tools}
         failed: dict[tuple[str, str], str] = {}
         try:
@@ -637,6 +782,7 @@ def main() -> None:
                             tool_env(env, tool, link, tls),
                             WORK / f"{tool}-{link}.log",
                             args.timeout,
+                            tls.ca if tls and link == "https" else None,
                         )
                         start = log.stat().st_size if log and log.exists() else 0
                         try:
@@ -664,28 +810,38 @@ def table(case: Case, runs: dict[tuple[str, str], list[Run]], failed: dict) -> s
     total = sum(v if isinstance(v, int) else len(v) for v in case.files.values())
     rows = [
         f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB\n",
-        "| link | tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd |",
-        "|---|---|---|---|---|---|---|",
+        "| link | tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd "
+        "| time / best peer |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes = []
+    medians = {key: statistics.median(r.seconds for r in rs) for key, rs in runs.items() if rs}
+    best = {}  # link: (seconds, peer)
+    for (link, tool), seconds in medians.items():
+        if tool in PEERS and seconds < best.get(link, (float("inf"),))[0]:
+            best[link] = (seconds, tool)
     for link, tool in runs:
         note = " (sampled, scaled)" if tool == "crds_s3_get" else ""
         if (link, tool) in failed:
             why = failed[link, tool]
-            rows.append(f"| {link} | {tool}{note} | failed: {why.split(';')[0]} | - | - | - | - |")
+            rows.append(
+                f"| {link} | {tool}{note} | failed: {why.split(';')[0]} | - | - | - | - | - |"
+            )
             notes.append(f"- {link} {tool}: {why}")
             continue
         if not runs[link, tool]:
             continue
-        seconds = statistics.median(r.seconds for r in runs[link, tool])
-        base = runs.get((link, "s5cmd"))
-        base = statistics.median(r.seconds for r in base) if base else None
+        seconds = medians[link, tool]
+        base = medians.get((link, "s5cmd"))
         peak = max(r.peak_mb for r in runs[link, tool])
         ratio = f"{seconds / base:.2f}" if base else "-"
+        to_best = f"{seconds / best[link][0]:.2f}" if link in best else "-"
         rows.append(
             f"| {link} | {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
-            f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} |"
+            f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} | {to_best} |"
         )
+    fastest = [f"{link} {peer} ({seconds:.2f} s)" for link, (seconds, peer) in best.items()]
+    notes = ([f"- best peer: {'; '.join(fastest)}"] if fastest else []) + notes
     return "\n".join(rows + ([""] if notes else []) + notes)
 
 
