@@ -12,7 +12,8 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
-- `walker`: chosen contexts -> every mapping and reference they need
+- `walker`: chosen contexts -> every mapping and reference they need;
+  `mapping_index` remembers what each cached mapping names, so re-runs skip parsing
 - `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
   its cache key and shards
 - `layout`: where files go in the cache (flat | instrument) and crds's config files

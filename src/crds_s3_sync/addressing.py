@@ -31,7 +31,8 @@ _PROBE = "crds-s3-sync-probe"
 
 def configured_region(session: object) -> str:
     """`AWS_REGION` first, as the other AWS SDKs read it; then what botocore finds."""
-    return os.environ.get("AWS_REGION") or session.region_name or "us-east-1"  # type: ignore[attr-defined]
+    configured = session.get_config_variable("region")  # type: ignore[attr-defined]
+    return os.environ.get("AWS_REGION") or configured or "us-east-1"
 
 
 class Addressed(NamedTuple):
@@ -75,7 +76,7 @@ class Addresses:
                 if client is None:
                     try:
                         client = await self._stack.enter_async_context(
-                            self._session.client(  # type: ignore[attr-defined]
+                            self._session.create_client(  # type: ignore[attr-defined]
                                 "s3",
                                 endpoint_url=self._endpoint_url,
                                 region_name=region,

@@ -16,6 +16,8 @@ import anyio
 from .audit import Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
 from .layout import Kind, check_cache_layout, relative_path, write_cache_config
+from .mapping import Mapping
+from .mapping_index import MappingIndex
 from .plan import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
@@ -71,8 +73,10 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
             fetch_pickle = _PickleFetcher(source, settings)
             walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
         else:
-            fetcher = _MappingFetcher(source, settings, server_config, contexts)
-            walked = await walk(contexts, fetcher, jobs)
+            index = MappingIndex.load(settings.cache, settings.observatory)
+            fetcher = _MappingFetcher(source, settings, server_config, contexts, index)
+            known = None if options.transfer.verify else fetcher.known
+            walked = await walk(contexts, fetcher, jobs, known)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
         if options.shard:
             plan = shard(plan, *options.shard)
@@ -96,6 +100,10 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
                 )
+                if not pickles:
+                    for name, data in walked.mapping_bytes.items():
+                        index.remember(walked.mappings[name], hashlib.sha1(data).hexdigest())
+                    index.save()
             except OSError as exc:
                 raise SyncError(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
@@ -211,19 +219,37 @@ class _PickleFetcher:
 
 @dataclass
 class _MappingFetcher:
-    """Mappings for the walk: from the cache when already there and valid, else from S3."""
+    """Mappings for the walk: known from an earlier run's parse, or read from the
+    cache when already there and valid, else fetched from S3."""
 
     source: S3Source
     settings: Settings
     server_config: ServerConfig
     contexts: list[str]
+    index: MappingIndex
+
+    def known(self, name: str) -> Mapping | None:
+        """The earlier parse of `name`, if server_config still names the SHA-1 it was
+        parsed from and the cached file has its size."""
+        meta = self.server_config.metadata.get(name)
+        if meta is None:
+            return None
+        try:
+            if self._local(name).stat().st_size != meta.size:
+                return None
+        except OSError:
+            return None
+        return self.index.get(name, meta.sha1)
+
+    def _local(self, name: str) -> Path:
+        return self.settings.cache / relative_path(
+            Kind.mapping, name, self.settings.observatory, self.settings.layout
+        )
 
     async def __call__(self, name: str) -> bytes:
         meta = self.server_config.metadata.get(name)
         if meta is not None:
-            local = self.settings.cache / relative_path(
-                Kind.mapping, name, self.settings.observatory, self.settings.layout
-            )
+            local = self._local(name)
             try:
                 data = local.read_bytes() if local.stat().st_size == meta.size else None
             except OSError:

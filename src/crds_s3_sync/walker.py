@@ -21,6 +21,7 @@ from .server_config import ServerConfig
 from .settings import Location
 
 FetchMapping = Callable[[str], Awaitable[bytes]]  # a mapping's (or context pickle's) bytes
+KnownMapping = Callable[[str], Mapping | None]  # a mapping already parsed on an earlier run
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,27 @@ def context_serial(name: str) -> tuple[int, str]:
     return (int(match.group(1)) if match else -1, name)
 
 
-async def walk(contexts: list[str], fetch: FetchMapping, jobs: int) -> Walk:
+async def walk(
+    contexts: list[str], fetch: FetchMapping, jobs: int, known: KnownMapping | None = None
+) -> Walk:
+    """Walk down from `contexts`; mappings `known` need neither fetching nor parsing
+    (and are then absent from `mapping_bytes`)."""
     result = Walk(contexts)
     level = sorted(set(contexts))
     while level:
         children: set[str] = set()
 
         async def load(name: str, children: set[str] = children) -> None:
-            data = await fetch(name)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SyncError(f"{name}: mapping is not UTF-8 text") from None
-            mapping = parse_mapping(name, text)
+            mapping = known(name) if known else None
+            if mapping is None:
+                data = await fetch(name)
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SyncError(f"{name}: mapping is not UTF-8 text") from None
+                mapping = parse_mapping(name, text)
+                result.mapping_bytes[name] = data
             result.mappings[name] = mapping
-            result.mapping_bytes[name] = data
             children.update(mapping.mappings)
 
         await for_each(level, load, jobs)
