@@ -1,8 +1,9 @@
 """The `crds-s3-sync` command: options, output and exit status.
 
 Exit status: 0 every planned file is valid in the cache; 1 some files failed, or
---check found problems; 2 usage, configuration or source errors, or a full disk
-(nothing was written beyond verified files); 130 interrupted.
+--check found problems; 2 usage, configuration or source errors, a full disk, or
+a network or credentials setup that no retry can fix (nothing was written beyond
+verified files); 130 interrupted.
 """
 
 import json
