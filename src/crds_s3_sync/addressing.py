@@ -63,8 +63,12 @@ class Addresses:
         self._clients: dict[str, object] = {}
         self._proxies: dict[str, ProxyConfiguration] = {}  # per region, as botocore decided
         self._regions: dict[str, str] = {}  # bucket -> its region, as S3 said
-        self._bases: dict[tuple[str, str], str] = {}
-        self._client_lock, self._probe_lock, self._renew_lock = (anyio.Lock() for _ in "123")
+        # (bucket, region) -> base URL and proxy: botocore picks a proxy by the URL's
+        # scheme alone, so one answer serves every key of the bucket.
+        self._bases: dict[tuple[str, str], tuple[str, Proxy | None]] = {}
+        self._client_lock = anyio.Lock()
+        self._probe_lock = anyio.Lock()
+        self._renew_lock = anyio.Lock()
 
     async def client(self, bucket: str) -> object:
         """A botocore client in `bucket`'s region (as far as it is known)."""
@@ -101,15 +105,19 @@ class Addresses:
         instead of 200 us for a full presign.
         """
         region = self._regions.get(bucket, self.region)
-        base = self._bases.get((bucket, region))
-        if base is None:
+        known = self._bases.get((bucket, region))
+        if known is None:
             async with self._probe_lock:  # one probe at a time: they share a handler id
-                base = self._bases.get((bucket, region))
-                if base is None:
+                known = self._bases.get((bucket, region))
+                if known is None:
                     spelled = await _spelled(await self.client(bucket), bucket, _PROBE)
-                    base = self._bases[(bucket, region)] = spelled.removesuffix(_PROBE)
+                    base = spelled.removesuffix(_PROBE)
+                    known = self._bases[(bucket, region)] = (
+                        base,
+                        proxy_for(self._proxies[region], base),
+                    )
+        base, proxy = known
         url = base + quote(key, safe="/~")
-        proxy = proxy_for(self._proxies[region], url)
         if self._credentials is None:
             return Addressed(url, region, proxy, None)
         request = AWSRequest(method="GET", url=url)

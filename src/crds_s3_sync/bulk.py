@@ -26,11 +26,17 @@ import anyio
 
 from .connection import Proxy, Request, Trust
 from .errors import SourceError, Transient
-from .s3errors import PROXY_REFUSALS, Answer, Translator, is_certificate_error, one_line
+from .s3errors import (
+    ERROR_BODY,
+    PROXY_REFUSALS,
+    Answer,
+    Translator,
+    is_certificate_error,
+    one_line,
+)
 
 THREADS = 16  # bodies in flight at once; more only adds GIL traffic
 BUFFER = 1 << 20  # bytes read (then written and hashed) per call
-ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
 # What a keep-alive connection the server closed while idle looks like on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 

@@ -14,6 +14,7 @@ only place that touches botocore's private attributes). Proxies are plain
 applied to the GETs.
 """
 
+import functools
 import ssl
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -66,10 +67,12 @@ class Trust:
         return cls(bundle, verifying_context(bundle, client.meta.config.client_cert))  # type: ignore[attr-defined]
 
 
+@functools.cache
 def verifying_context(bundle: str, client_cert: str | tuple[str, str] | None) -> ssl.SSLContext:
     """botocore's TLS settings with `bundle` trusted and the host-name check on:
     botocore turns the check off for urllib3, which matches host names itself, but
-    aiohttp and http.client rely on the context to do it."""
+    aiohttp and http.client rely on the context to do it. One context per bundle,
+    shared by every connection: loading a bundle costs tens of milliseconds."""
     context = create_urllib3_context()
     context.check_hostname = True
     try:

@@ -38,6 +38,7 @@ class Progress:
         self.done_files = self.done_bytes = 0
         self.skipped = self.retried = self.failed = 0
         self.in_flight: dict[str, int] = {}  # name -> bytes received
+        self.retry_lines: _Retries | None = None  # set by views that print for people
 
     def planned(self, files: int, total_bytes: int) -> None:
         self.files, self.bytes = files, total_bytes
@@ -58,6 +59,8 @@ class Progress:
         """A request failed in a way that may pass and will be tried again (the
         retry policy's listener)."""
         self.retried += 1
+        if self.retry_lines is not None:
+            self.retry_lines.show(where, error, tries, elapsed)
 
     def finished(self, spec: "FileSpec", outcome: str, size: int = 0) -> None:
         got = self.in_flight.pop(spec.name, 0)
@@ -106,11 +109,7 @@ class PlainProgress(Progress):
         super().__init__()
         self.console, self.interval = console, interval
         self.start = self.last = time.monotonic()
-        self._retries = _Retries(console, interval)
-
-    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
-        super().retrying(where, error, tries, elapsed)
-        self._retries.show(where, error, tries, elapsed)
+        self.retry_lines = _Retries(console, interval)
 
     def refresh(self) -> None:
         now = time.monotonic()
@@ -143,11 +142,7 @@ class Dashboard(Progress):
         )
         self.bytes_task: TaskID = self.bars.add_task("bytes", total=None)
         self.live = Live(console=console, get_renderable=self._render, refresh_per_second=8)
-        self._retries = _Retries(console, 10.0)
-
-    def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
-        super().retrying(where, error, tries, elapsed)
-        self._retries.show(where, error, tries, elapsed)  # printed above the live view
+        self.retry_lines = _Retries(console, 10.0)  # printed above the live view
 
     def planned(self, files: int, total_bytes: int) -> None:
         super().planned(files, total_bytes)

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 
 from .errors import NotFound, SetupError, SourceError, Throttled, Transient
 
+ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
 # How far this machine's clock may be from S3's before it is named as the cause.
 SKEW_TOLERANCE = 300.0
 _TRANSIENT_CODES = frozenset({"RequestTimeout", "InternalError", "ServiceUnavailable"})

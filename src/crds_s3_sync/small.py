@@ -11,9 +11,7 @@ import aiohttp
 
 from .connection import Request, Trust
 from .errors import FormatError, SourceError, Transient
-from .s3errors import PROXY_REFUSALS, Answer, Translator, one_line
-
-ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
+from .s3errors import ERROR_BODY, PROXY_REFUSALS, Answer, Translator, one_line
 
 
 class SmallReader:

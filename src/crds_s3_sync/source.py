@@ -2,15 +2,16 @@
 
 Listing and HEADs go through botocore (aiobotocore's session: boto3 is not
 needed, nor its import time), which resolves endpoints, regions, TLS, proxies
-and credentials. Object GETs take a faster path with the
-same answers (`addressing` for host and signature, `connection` for trust and
-proxies): small bodies through aiohttp on the event loop, big ones through
-`bulk`'s worker threads straight into the file. Each GET holds one of the run's
-request slots (`retry.Pacer`), is signed only then, and has its status and
-length checked here; S3's refusals become one line each (`s3errors`). Two
-answers are handled here by resending, neither counted as a try: a bucket in
-another region (learned once per bucket) and credentials that expired in
-flight (renewed once). Everything else is one attempt; `retry` decides on more.
+and credentials. Object GETs take a faster path with the same answers
+(`addressing` for host and signature, `connection` for trust and proxies):
+small bodies through aiohttp on the event loop (`small`), big ones through
+`bulk`'s worker threads straight into the file; each reader checks status and
+length, and S3's refusals become one line each (`s3errors`). Each GET holds one
+of the run's request slots (`retry.Pacer`) and is signed only then. Two answers
+are handled here by resending, neither counted as a try: a bucket in another
+region (learned once per bucket) and credentials that expired in flight
+(renewed once for all requests that used them). Everything else is one
+attempt; `retry` decides on more.
 """
 
 import hashlib

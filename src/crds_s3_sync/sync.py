@@ -100,9 +100,10 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
                 )
-                if not pickles:
-                    for name, data in walked.mapping_bytes.items():
-                        index.remember(walked.mappings[name], hashlib.sha1(data).hexdigest())
+                if not pickles:  # the walk checked these bytes against server_config
+                    for name in walked.mapping_bytes:
+                        if meta := server_config.metadata.get(name):
+                            index.remember(walked.mappings[name], meta.sha1)
                     index.save()
             except OSError as exc:
                 raise SyncError(
