@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under, mappings_of
 
+from crds_s3_sync.transfer import IN_MEMORY
+
 DARK = "roman_wfi_dark_0001.asdf"
 
 
@@ -199,9 +201,7 @@ def command(bucket: Bucket, cache: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--cache", str(cache), *extra]
 
 
-def test_concurrent_syncs_share_a_cache_and_fetch_each_file_once(
-    make_bucket, cli, tmp_path
-) -> None:
+def test_concurrent_syncs_share_a_cache(make_bucket, cli, tmp_path) -> None:
     bucket = make_bucket("jwst", mappings=mappings_of("jwst", *IMAPS))
     cache = tmp_path / "cache"
     selections = [TWO, ["--context", IMAPS[1]], ["--context", IMAPS[2], *TWO], TWO]
@@ -220,8 +220,9 @@ def test_concurrent_syncs_share_a_cache_and_fetch_each_file_once(
         assert process.returncode == 0, err
         reports.append(json.loads(out))
     union = set().union(*(planned(cli, bucket, tmp_path / "plan", *s) for s in selections))
-    # Each file of the union was downloaded by exactly one of them.
-    assert sum(report["downloaded"] for report in reports) == len(union)
+    # Small files are fetched without a lock: one may be fetched by two runs, each into
+    # its own temporary name, but every file of the union was fetched.
+    assert len(union) <= sum(report["downloaded"] for report in reports) <= 4 * len(union)
     for report in reports:
         assert report["downloaded"] + report["skipped"] == report["files"]
     check = subprocess.run(
@@ -244,7 +245,7 @@ time.sleep(120)
 
 
 def test_a_held_lock_waits_and_a_dead_holders_lock_does_not(make_bucket, tmp_path) -> None:
-    bucket = make_bucket("roman")
+    bucket = make_bucket("roman", sizes={DARK: 2 * IN_MEMORY})  # big enough to be locked
     cache = tmp_path / "cache"
     target = cache / "references" / "roman" / DARK
     target.parent.mkdir(parents=True)

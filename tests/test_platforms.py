@@ -10,7 +10,6 @@ from conftest import files_under
 
 from crds_s3_sync.errors import SyncError
 from crds_s3_sync.platforms import check_platform
-from crds_s3_sync.retry import Pacer
 
 # python -c LIMITED SOFT HARD ARGS...: the CLI under an open-file limit.
 LIMITED = """
@@ -58,16 +57,3 @@ def test_windows_is_refused_in_one_line(monkeypatch) -> None:
     monkeypatch.setattr(os, "name", "nt")
     with pytest.raises(SyncError, match="needs a POSIX system"):
         check_platform()
-
-
-async def test_throttling_halves_the_limit_and_success_wins_it_back() -> None:
-    pacer = Pacer(64)
-    pacer.throttled()
-    pacer.throttled()  # the same storm: halved once
-    assert pacer.slots.total_tokens == 32
-    for _ in range(32):
-        pacer.succeeded()
-    assert pacer.slots.total_tokens == 33  # one more per round of successes
-    for _ in range(10_000):
-        pacer.succeeded()
-    assert pacer.slots.total_tokens == 64  # never past the ceiling (--jobs)

@@ -164,7 +164,11 @@ def run(
     jobs: Annotated[
         int,
         typer.Option(
-            min=1, max=1024, help="Requests in flight, all files together.", rich_help_panel=RUN
+            min=1,
+            max=1024,
+            help="The most requests in flight, all files together; the run finds how many"
+            " within it pay.",
+            rich_help_panel=RUN,
         ),
     ] = TransferOptions.jobs,
     part_size: Annotated[

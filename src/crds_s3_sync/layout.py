@@ -67,18 +67,20 @@ def write_cache_config(cache: Path, observatory: str, layout: Layout, bad_files:
 _serial = itertools.count()
 
 
-def temporary_path(final: Path) -> Path:
+def temporary_name(final: Path) -> str:
     """A hidden name beside `final`: same file system, so the rename is atomic.
 
     Names from the bucket never start with '.', so this cannot collide with one;
-    the host, process id and a counter keep concurrent writers apart.
+    the host, process id and a counter keep concurrent writers apart. A string,
+    not a Path: small files make this a hot path.
     """
-    return final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{next(_serial)}.tmp")
+    directory, name = os.path.split(final)
+    return f"{directory}/.{name}.{_HOST}-{os.getpid()}-{next(_serial)}.tmp"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_path(path)
+    temp = Path(temporary_name(path))
     try:
         temp.write_bytes(data)
         os.replace(temp, path)

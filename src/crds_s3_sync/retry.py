@@ -5,10 +5,9 @@ parts) goes through `Retry.run`; nothing retries around it, so tries never
 multiply. A request is retried while it fails in a way that may pass (a lost
 connection, a 5xx, throttling, bytes that do not match their SHA-1) and its
 time is not up (`seconds`, --retry-time): exponential back-off with full
-jitter, at least what S3's `Retry-After` asks. Throttling is S3 saying the run
-as a whole is too fast, so it also lowers the run's one limit on requests in
-flight (`Pacer`), which successes then raise again step by step (additive
-increase, multiplicative decrease), like TCP and the AWS SDKs' adaptive mode.
+jitter, at least what S3's `Retry-After` asks. Every failure that may pass
+is also news for the run's one limit on requests in flight (`concurrency`):
+throttling is S3 saying the run as a whole is too fast.
 """
 
 import random
@@ -18,6 +17,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
+from .concurrency import Concurrency
 from .errors import Throttled, Transient
 from .s3errors import one_line
 
@@ -37,41 +37,16 @@ class RetryListener(Protocol):
     def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None: ...
 
 
-class Pacer:
-    """The run's limit on requests in flight, lowered by throttling, raised by success."""
-
-    HALVE_AT_MOST_EVERY = 1.0  # seconds: one storm of SlowDowns halves the limit once
-
-    def __init__(self, ceiling: int) -> None:
-        self.ceiling = ceiling
-        self.slots = anyio.CapacityLimiter(ceiling)
-        self._successes = 0
-        self._last_cut = -self.HALVE_AT_MOST_EVERY
-
-    def throttled(self) -> None:
-        now = time.monotonic()
-        if now - self._last_cut >= self.HALVE_AT_MOST_EVERY:
-            self._last_cut = now
-            self.slots.total_tokens = max(1, int(self.slots.total_tokens) // 2)
-            self._successes = 0
-
-    def succeeded(self) -> None:
-        limit = int(self.slots.total_tokens)
-        if limit >= self.ceiling:
-            return
-        self._successes += 1
-        if self._successes >= limit:  # about one round trip's worth of requests
-            self._successes = 0
-            self.slots.total_tokens = limit + 1
-
-
 class Retry:
     """The policy, shared by a whole run so that it counts every retry once."""
 
     def __init__(
-        self, pacer: Pacer, listener: RetryListener | None = None, seconds: float = RETRY_TIME
+        self,
+        concurrency: Concurrency,
+        listener: RetryListener | None = None,
+        seconds: float = RETRY_TIME,
     ) -> None:
-        self.pacer, self.listener, self.seconds = pacer, listener, seconds
+        self.concurrency, self.listener, self.seconds = concurrency, listener, seconds
         self.retries = 0
 
     async def run(self, attempt: Callable[[], Awaitable[T]], where: str) -> T:
@@ -86,8 +61,10 @@ class Retry:
                 elapsed = time.monotonic() - start
                 delay = backoff(tries)
                 if isinstance(exc, Throttled):
-                    self.pacer.throttled()
+                    self.concurrency.throttled()
                     delay = max(delay, exc.retry_after or 0.0)
+                elif not isinstance(exc, Mismatch):
+                    self.concurrency.failed()
                 if elapsed + delay > self.seconds or (
                     isinstance(exc, Mismatch) and tries >= Mismatch.TRIES
                 ):
@@ -97,7 +74,6 @@ class Retry:
                 self.record(where, one_line(exc), tries, elapsed)
                 await anyio.sleep(delay)
             else:
-                self.pacer.succeeded()
                 return result
 
     def record(self, where: str, error: str, tries: int, elapsed: float) -> None:

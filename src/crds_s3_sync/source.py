@@ -7,7 +7,7 @@ and credentials. Object GETs take a faster path with the same answers
 small bodies through aiohttp on the event loop (`small`), big ones through
 `bulk`'s worker threads straight into the file; each reader checks status and
 length, and S3's refusals become one line each (`s3errors`). Each GET holds one
-of the run's request slots (`retry.Pacer`) and is signed only then. Two answers
+of the run's request slots (`concurrency`) and is signed only then. Two answers
 are handled here by resending, neither counted as a try: a bucket in another
 region (learned once per bucket) and credentials that expired in flight
 (renewed once for all requests that used them). Everything else is one
@@ -34,9 +34,10 @@ from botocore.exceptions import (
 from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader
+from .concurrency import Concurrency
 from .connection import Request, Trust, VerifyingSession
 from .errors import SetupError, SourceError, SyncError, Transient
-from .retry import RETRY_TIME, Pacer, Retry, RetryListener
+from .retry import RETRY_TIME, Retry, RetryListener
 from .s3errors import (
     Answer,
     ExpiredCredentials,
@@ -56,8 +57,8 @@ RESENDS = 4  # a GET sent again for a region or for credentials, at most; not tr
 class S3Source:
     """Reads objects and listings; use as `async with S3Source(...) as source`.
 
-    `pacer.slots` is the run's one limit on requests in flight; `retry` is the run's
-    one retry policy, for callers to wrap attempts in.
+    `concurrency.slots` is the run's one limit on requests in flight, and what it
+    learns from; `retry` is the run's one retry policy, for callers to wrap attempts in.
     """
 
     def __init__(
@@ -68,9 +69,9 @@ class S3Source:
         retry_seconds: float | None = None,
     ) -> None:
         self.settings = settings
-        self.pacer = Pacer(jobs)
+        self.concurrency = Concurrency(jobs)
         self.retry = Retry(
-            self.pacer, listener, RETRY_TIME if retry_seconds is None else retry_seconds
+            self.concurrency, listener, RETRY_TIME if retry_seconds is None else retry_seconds
         )
         self._stack = AsyncExitStack()
 
@@ -99,7 +100,7 @@ class S3Source:
                 credentials = await session.get_credentials()
                 found = credentials is not None
                 unsigned = not found
-        connections = self.pacer.ceiling + 4
+        connections = self.concurrency.ceiling + 4
         config = AioConfig(
             http_session_cls=VerifyingSession,
             signature_version=UNSIGNED if unsigned else "s3v4",
@@ -118,7 +119,7 @@ class S3Source:
             SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, READ_TIMEOUT)
         )
         self._bulk = BulkReader(
-            min(BULK_THREADS, self.pacer.ceiling), READ_TIMEOUT, trust, self._translator
+            min(BULK_THREADS, self.concurrency.ceiling), READ_TIMEOUT, trust, self._translator
         )
         self._stack.callback(self._bulk.close)
 
@@ -140,10 +141,12 @@ class S3Source:
         """One GET of a whole object into memory: it must be `size` bytes if given, and
         one bigger than `limit` is refused unread, so a hostile bucket cannot fill
         memory with a "mapping"."""
-        async with self.pacer.slots:
-            return await self._send(
+        async with self.concurrency.slots:
+            data = await self._send(
                 location, name, None, lambda r: self._small.read(r, size, limit)
             )
+            self.concurrency.done(len(data))
+        return data
 
     async def copy_into(
         self,
@@ -157,13 +160,14 @@ class S3Source:
     ) -> None:
         """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
         `offset` and fed to `digest` on the way, by a worker thread (see `bulk`)."""
-        async with self.pacer.slots, self._bulk.worker():
+        async with self.concurrency.slots, self._bulk.worker():
             await self._send(
                 location,
                 name,
                 byte_range,
                 lambda r: self._bulk.copy(r, fd, offset, length, digest),
             )
+            self.concurrency.done(length)
 
     async def _send(
         self,
@@ -198,11 +202,12 @@ class S3Source:
         key = location.key(name)
 
         async def head() -> int:
-            async with self.pacer.slots:
+            async with self.concurrency.slots:
                 client = await self._addresses.client(location.bucket)
                 response = await self._botocore(
                     client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
                 )
+                self.concurrency.done(0)
             return int(response["ContentLength"])
 
         return await self.retry.run(head, location.url(name))
@@ -219,7 +224,7 @@ class S3Source:
                     Bucket=location.bucket, Prefix=prefix, Delimiter="/"
                 )
             )
-            async with self.pacer.slots:
+            async with self.concurrency.slots:
                 while True:
                     page = await self._botocore(anext(pages, None), location.bucket, prefix)
                     if page is None:

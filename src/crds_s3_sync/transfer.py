@@ -15,6 +15,7 @@ attempt of the source's retry policy. A file is fetched under its lock
 and each looks again once it holds the lock.
 """
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -27,7 +28,7 @@ import anyio
 
 from .audit import check_received, defect
 from .errors import SourceError, SyncError
-from .layout import temporary_path
+from .layout import temporary_name
 from .locks import file_lock
 from .plan import FileSpec
 from .pool import for_each, task_group
@@ -47,7 +48,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TransferOptions:
-    jobs: int = 64  # requests in flight, across all files
+    jobs: int = 256  # the most requests in flight, across all files (`concurrency`)
     part_size: int = 8 * MiB
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
@@ -126,15 +127,20 @@ class Transfer:
         self.progress.finished(spec, "downloaded")
 
     async def _fetch(self, spec: FileSpec, final: Path, size: int) -> bool:
-        """Fetch `spec` under its lock; False if, by the time the lock is ours, another
-        process sharing the cache has put a valid file there."""
+        """Fetch `spec`; False if another process sharing the cache put a valid file
+        there first. A small file is fetched without a lock (see the module's note);
+        a bigger one under its lock, looking again once the lock is ours."""
         if final.parent not in self._made_dirs:
             final.parent.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(final.parent)
+        where = f"{spec.source}/{spec.name}"
+        if size <= IN_MEMORY or spec.name in self.prefetched:
+            await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+            return True
         async with file_lock(final):
             if await self._is_valid(final, spec, size):
                 return False
-            if size >= self.options.threshold and spec.name not in self.prefetched:
+            if size >= self.options.threshold:
                 ranged = RangedFile(
                     self.source,
                     self.progress,
@@ -144,9 +150,7 @@ class Transfer:
                 )
                 self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
-                await self.source.retry.run(
-                    lambda: self._whole(spec, final, size), f"{spec.source}/{spec.name}"
-                )
+                await self.source.retry.run(lambda: self._whole(spec, final, size), where)
         return True
 
     async def _expected_size(self, spec: FileSpec) -> int:
@@ -171,7 +175,7 @@ class Transfer:
     async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
         """One attempt at a file as one GET; progress takes back what a failed one counted."""
         self.progress.started(spec)
-        temp = temporary_path(final)
+        temp = temporary_name(final)
         try:
             data = self.prefetched.get(spec.name)
             if data is None and size <= IN_MEMORY:
@@ -186,11 +190,12 @@ class Transfer:
                 await self._stream(spec, temp, size)
                 os.replace(temp, final)
         except BaseException:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
             self.progress.restart(spec)
             raise
 
-    async def _stream(self, spec: FileSpec, temp: Path, size: int) -> None:
+    async def _stream(self, spec: FileSpec, temp: str, size: int) -> None:
         digest = hashlib.sha1()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -201,9 +206,15 @@ class Transfer:
         check_received(spec, size, size, digest.hexdigest())
 
 
-def _write_verified(temp: Path, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
-    """Verify, write and rename in one thread hop: small files are mostly overhead."""
+def _write_verified(temp: str, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
+    """Verify, write and rename in one go, with the system calls bare: small files are
+    mostly such overhead (pathlib's and io's layers cost more than the write)."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
-    with temp.open("wb") as out:
-        out.write(data)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(temp, final)

@@ -1,0 +1,159 @@
+"""The run's one limit on requests in flight, found by measuring, not guessed.
+
+No fixed number suits every link: on loopback a dozen requests in flight keep
+the CPU busy and more only add overhead, while 40 ms away it takes a hundred or
+more to keep the pipe full. So the window is a hill climb on what the run
+achieves, the idea behind AWS's CRT S3 client (which sizes its connections
+from a target throughput): it starts at START and doubles each round while
+throughput (bytes or requests per second) grows by at least GAIN. When a step
+brings nothing it goes back to the size that did as well, holds there for a
+while, then probes upward again in smaller steps, since links change. S3's
+SlowDown halves it, other transient errors take a quarter off (each at most
+once a second, so one storm counts once), and growth starts again from there.
+
+A round is `limit` completions (about one round trip of the whole window) and
+at least ROUND seconds, and is measured only if the window was full during it:
+a run running out of work says nothing about the link. `--jobs` is the ceiling.
+Every request, small or large, planning or transfer, holds one slot.
+"""
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+START = 16  # requests in flight at first (or the ceiling, if lower)
+GAIN = 0.10  # the least growth in throughput that counts as progress
+ROUND = 0.05  # seconds a round lasts at least, so a fast link's rounds are not noise
+HOLD = 2.0  # seconds at a plateau before probing upward again
+CUT_AT_MOST_EVERY = 1.0  # seconds: a storm of errors lowers the window once
+
+
+class Window:
+    """An adjustable semaphore: `limit` can move while requests are in flight.
+
+    A free slot is taken without yielding to the loop: the request that follows
+    yields anyway. Waiting is on a bare asyncio future (the sync runs on asyncio,
+    uvloop where there is one): an anyio Event costs a look-up of the running
+    library each time, a measurable share of a small file's cost."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.full = False  # reached the limit since the controller last looked
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self.in_flight < self.limit and not self._waiting:
+            self._take()
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        self.full = True
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed the slot as it was cancelled
+                self.release()
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        if self.in_flight >= self.limit:
+            self.full = True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.resize(self.limit)
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        while self._waiting and self.in_flight < self.limit:
+            turn = self._waiting.popleft()
+            if not turn.done():  # else cancelled, its waiter not yet resumed to say so
+                self._take()
+                turn.set_result(None)
+
+
+@dataclass
+class _Round:
+    start: float
+    count: int = 0
+    bytes: int = 0
+
+
+class Concurrency:
+    """The controller: `slots` is the window every request holds; `done`, `throttled`
+    and `failed` are what it learns from."""
+
+    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = ceiling
+        self.slots = Window(min(START, ceiling))
+        self._clock = clock
+        self._round = _Round(clock())
+        self._settling = False  # the first round after a change shows the old size too
+        self._best: tuple[int, float, float] | None = None  # limit, bytes/s, requests/s
+        self._step = 2.0  # growth factor: doubling until the first plateau
+        self._hold_until = 0.0
+        self._last_cut = -CUT_AT_MOST_EVERY
+
+    @property
+    def limit(self) -> int:
+        return self.slots.limit
+
+    def done(self, size: int) -> None:
+        """A request finished well, having brought `size` bytes."""
+        current = self._round
+        current.count += 1
+        current.bytes += size
+        now = self._clock()
+        if current.count < self.limit or now - current.start < ROUND:
+            return
+        full, self.slots.full = self.slots.full, self.slots.in_flight >= self.limit
+        self._round = _Round(now)
+        if not full or self._settling or now < self._hold_until:
+            self._settling = False
+            return
+        elapsed = now - current.start
+        self._climb(current.bytes / elapsed, current.count / elapsed)
+
+    def _climb(self, byte_rate: float, request_rate: float) -> None:
+        best = self._best
+        if best is None or byte_rate > best[1] * (1 + GAIN) or request_rate > best[2] * (1 + GAIN):
+            self._best = (self.limit, byte_rate, request_rate)
+            if self.limit < self.ceiling:
+                self._resize(min(self.ceiling, max(self.limit + 1, int(self.limit * self._step))))
+            return
+        # This size does no better than a smaller one: go back, stay, probe gently later.
+        self._resize(min(self.limit, best[0]))
+        self._best = None
+        self._step = 1.25
+        self._hold_until = self._clock() + HOLD
+
+    def throttled(self) -> None:
+        """S3 said SlowDown: the run as a whole is too fast."""
+        self._cut(0.5)
+
+    def failed(self) -> None:
+        """A request failed in a way that may pass (a lost connection, a 5xx)."""
+        self._cut(0.75)
+
+    def _cut(self, factor: float) -> None:
+        now = self._clock()
+        if now - self._last_cut < CUT_AT_MOST_EVERY:
+            return
+        self._last_cut = now
+        self._resize(max(1, int(self.limit * factor)))
+        self._best = None
+        self._step = 1.25
+
+    def _resize(self, limit: int) -> None:
+        if limit != self.limit:
+            self.slots.resize(limit)
+            self._settling = True
