@@ -21,6 +21,7 @@ before, untimed: nothing to do). Run: `make bench`, or `python benchmarks/bench.
 """
 
 import argparse
+import functools
 import hashlib
 import ipaddress
 import json
@@ -540,11 +541,17 @@ def tool_path(name: str) -> str:
     return str(local) if local.exists() else shutil.which(name) or name
 
 
-def ours(case: Case, job: Job) -> Run:
+def ours(case: Case, job: Job, pinned: int | None = None) -> Run:
+    """crds-s3-sync as users run it; or, `pinned`, with its window of requests in flight
+    held at that many (started there, with that ceiling): the fixed --jobs of old, to
+    show what the adaptive window costs or saves against the best fixed value."""
     contexts = [arg for name in case.contexts for arg in ("--context", name)]
+    program = ["crds-s3-sync"]
+    if pinned:
+        program = [sys.executable, "-c", PINNED_MAIN, "--jobs", str(pinned)]
     return measure(
         [
-            "crds-s3-sync",
+            *program,
             "--bucket",
             BUCKET,
             "--prefix",
@@ -561,6 +568,14 @@ def ours(case: Case, job: Job) -> Run:
         ],
         job,
     )
+
+
+# The CLI with the window starting at its ceiling, so --jobs N holds N in flight.
+PINNED_MAIN = (
+    "import sys, crds_s3_sync.concurrency as c; c.START = 1 << 20; "
+    "from crds_s3_sync.cli import main; sys.argv[0] = 'crds-s3-sync'; main()"
+)
+PINNED = (32, 64, 128, 256)
 
 
 def s5cmd(case: Case, job: Job) -> Run:
@@ -740,6 +755,10 @@ TOOLS = {
     "aws": aws,
     "crds_s3_get": crds_s3_get,
 }
+for _n in PINNED:
+    TOOLS[f"crds-s3-sync@{_n}"] = functools.partial(ours, pinned=_n)
+    TRUST[f"crds-s3-sync@{_n}"] = TRUST["crds-s3-sync"]
+    PROGRAM[f"crds-s3-sync@{_n}"] = "python"
 
 
 def tool_env(env: dict[str, str], tool: str, link: str, tls: Tls | None) -> dict[str, str]:
@@ -787,7 +806,12 @@ def main() -> None:
         default="realistic,small,large",
         help=f"any of {', '.join(CASES)}; default: realistic,small,large",
     )
-    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--tools",
+        default=",".join(t for t in TOOLS if "@" not in t),
+        help=f"any of {', '.join(TOOLS)} (crds-s3-sync@N: its window held at N requests "
+        "in flight); default: all but those",
+    )
     parser.add_argument(
         "--links",
         default=",".join(LINKS),
@@ -826,7 +850,10 @@ def main() -> None:
         print(f"{tool}: {PROGRAM.get(tool, tool)} not found, left out", flush=True)
         tools.remove(tool)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {k: v for k, v in os.environ.items() if k not in CA_VARIABLES} | {
+    # Installed packages come with their bytecode compiled; a shell that stops Python
+    # writing it would charge every run for compiling our modules again.
+    skip = (*CA_VARIABLES, "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in skip} | {
         "PATH": path,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -970,6 +997,15 @@ def table(
             f"| {link} | {tool}{note} | {seconds:.2f} | {total / MiB / seconds:,.0f} | "
             f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} | {to_best} |"
         )
+    for link in {link for link, _ in medians}:
+        pinned = [(s, t) for (k, t), s in medians.items() if k == link and "@" in t]
+        if pinned and (link, "crds-s3-sync") in medians:
+            seconds, tool = min(pinned)
+            ours = medians[link, "crds-s3-sync"]
+            notes.append(
+                f"- {link}: the adaptive window took {ours / seconds:.2f} times the best "
+                f"pinned one ({tool}, {seconds:.2f} s)"
+            )
     fastest = [f"{link} {peer} ({seconds:.2f} s)" for link, (seconds, peer) in best.items()]
     notes = ([f"- best peer: {'; '.join(fastest)}"] if fastest else []) + notes + list(extra)
     return "\n".join(rows + ([""] if notes else []) + notes)

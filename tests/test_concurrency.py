@@ -38,7 +38,7 @@ def run_rounds(control: Concurrency, clock: Clock, rate_of, rounds: int) -> list
 
 def test_the_window_grows_while_throughput_does_and_settles_where_it_stops() -> None:
     clock = Clock()
-    control = Concurrency(1024, clock)
+    control = Concurrency(1024, clock=clock)
     assert control.limit == START
     # A far link: each request takes 40 ms, so throughput follows the window up to 128
     # in flight; past that the pipe is full.
@@ -50,7 +50,7 @@ def test_the_window_grows_while_throughput_does_and_settles_where_it_stops() -> 
 
 def test_a_fast_link_keeps_the_window_small() -> None:
     clock = Clock()
-    control = Concurrency(1024, clock)
+    control = Concurrency(1024, clock=clock)
     # CPU-bound: the same requests per second whatever the window.
     seen = run_rounds(control, clock, lambda limit: 5000.0, 20)
     assert seen[-1] == START
@@ -58,14 +58,14 @@ def test_a_fast_link_keeps_the_window_small() -> None:
 
 def test_the_ceiling_is_never_passed() -> None:
     clock = Clock()
-    control = Concurrency(48, clock)
+    control = Concurrency(48, clock=clock)
     seen = run_rounds(control, clock, lambda limit: limit / 0.04, 30)
     assert max(seen) == 48
 
 
 def test_a_window_that_is_not_full_teaches_nothing() -> None:
     clock = Clock()
-    control = Concurrency(1024, clock)
+    control = Concurrency(1024, clock=clock)
     for _ in range(1000):  # plenty of completions, but never a full window
         clock.now += 0.001
         control.slots.full = False
@@ -75,7 +75,7 @@ def test_a_window_that_is_not_full_teaches_nothing() -> None:
 
 def test_throttling_halves_errors_cut_a_quarter_once_per_storm_and_growth_returns() -> None:
     clock = Clock()
-    control = Concurrency(1024, clock)
+    control = Concurrency(1024, clock=clock)
     run_rounds(control, clock, lambda limit: min(limit, 128) / 0.04, 30)
     assert control.limit == 128
     control.throttled()
@@ -90,7 +90,7 @@ def test_throttling_halves_errors_cut_a_quarter_once_per_storm_and_growth_return
 
 def test_a_plateau_is_probed_again_after_a_while() -> None:
     clock = Clock()
-    control = Concurrency(1024, clock)
+    control = Concurrency(1024, clock=clock)
     knee = {"at": 32}
     run_rounds(control, clock, lambda limit: min(limit, knee["at"]) / 0.04, 20)
     assert control.limit == 32

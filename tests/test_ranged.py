@@ -96,11 +96,28 @@ def test_ctrl_c_stops_at_once_and_keeps_the_parts(make_bucket, tmp_path) -> None
     assert len(json.loads(record.read_text())["done"]) >= 5
 
 
-def test_a_record_for_another_part_size_is_not_trusted(make_bucket, cli, tmp_path) -> None:
+def test_a_resumed_download_keeps_the_part_size_it_started_with(make_bucket, cli, tmp_path) -> None:
+    size = 24 << 20
+    bucket = make_bucket("roman", sizes={FLAT: size})
+    cache = tmp_path / "cache"
+    assert interrupt_after_parts(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
+    # Resumed without naming a part size (so 8 MiB): the record's 64 KiB parts are kept.
+    result = cli(
+        *bucket.args(), "--all", "--cache", cache, "--json", "-q", "--multipart-threshold", "1M"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["resumed_bytes"] >= 20 * 65536
+    assert (cache / "references/roman" / FLAT).read_bytes() == bucket.references[FLAT]
+    assert leftovers(cache) == []
+
+
+def test_a_record_of_garbage_costs_a_download_never_a_wrong_file(
+    make_bucket, cli, tmp_path
+) -> None:
     bucket = make_bucket("roman", sizes={FLAT: 2 << 20})
     final = tmp_path / "cache/references/roman" / FLAT
     final.parent.mkdir(parents=True)
-    # What a run with 128K parts would have left, with garbage where the parts are said done.
+    # A record of 128K parts said done, with garbage where the parts are.
     (final.parent / f".{FLAT}.part").write_bytes(b"\xaa" * (2 << 20))
     (final.parent / f".{FLAT}.part.json").write_text(
         json.dumps(
@@ -114,8 +131,11 @@ def test_a_record_for_another_part_size_is_not_trusted(make_bucket, cli, tmp_pat
     )
     result = cli(*bucket.args(), "--all", "--cache", tmp_path / "cache", "--json", "-q", *PARTS)
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["resumed_bytes"] == 0
+    report = json.loads(result.stdout)
+    assert report["resumed_bytes"] == 0  # the resumed parts were thrown away
+    assert report["retries"] >= 1
     assert final.read_bytes() == bucket.references[FLAT]
+    assert leftovers(final.parent.parent.parent) == []
 
 
 def test_a_mid_size_file_is_one_verified_stream(make_bucket, cli, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from .s3errors import (
 )
 
 THREADS = 16  # bodies in flight at once; more only adds GIL traffic
-BUFFER = 1 << 20  # bytes read (then written and hashed) per call
+BUFFER = 4 << 20  # bytes read (then written and hashed) per call
 # What a keep-alive connection the server closed while idle looks like on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -72,9 +72,11 @@ class BulkReader:
         offset: int,
         length: int,
         digest: "hashlib._Hash | None" = None,
+        into: memoryview | None = None,
     ) -> None:
         """GET the request's URL and write its body, which must be `length` bytes, to
-        `fd` at `offset`; call inside `worker()`.
+        `fd` at `offset`; call inside `worker()`. With `into` (`length` bytes), the
+        body is also left there, for the caller to hash later from memory.
 
         A cancelled caller (Ctrl-C, or another failure ending the sync) does not
         wait for the thread: its socket is shut down so a blocked read returns at
@@ -82,7 +84,7 @@ class BulkReader:
         close `fd` without the number being reused under the thread.
         """
         job = _Job(os.dup(fd))
-        copy = partial(self._copy, request, offset, length, digest, job)
+        copy = partial(self._copy, request, offset, length, digest, into, job)
         try:
             await anyio.to_thread.run_sync(copy, abandon_on_cancel=True, limiter=self._held)
         except anyio.get_cancelled_exc_class():
@@ -95,6 +97,7 @@ class BulkReader:
         offset: int,
         length: int,
         digest: "hashlib._Hash | None",
+        into: memoryview | None,
         job: "_Job",
     ) -> None:
         if not job.begin():
@@ -109,13 +112,15 @@ class BulkReader:
                 raise SourceError(
                     f"{request.where}: object is {announced} bytes, expected {length}"
                 )
-            buffer = getattr(self._local, "buffer", None)
+            buffer = into if into is not None else getattr(self._local, "buffer", None)
             if buffer is None:
                 buffer = self._local.buffer = memoryview(bytearray(BUFFER))
             done = 0
             while done < length and not job.abandoned:
+                start = done if into is not None else 0
+                chunk = buffer[start : start + min(BUFFER, length - done)]
                 try:
-                    got = response.readinto(buffer[: min(len(buffer), length - done)])
+                    got = response.readinto(chunk)
                 except (OSError, http.client.HTTPException) as exc:
                     raise Transient(
                         f"{request.where}: {type(exc).__name__}: {one_line(exc)}"
@@ -125,8 +130,8 @@ class BulkReader:
                         f"{request.where}: connection closed after {done} of {length} bytes"
                     )
                 if digest is not None:
-                    digest.update(buffer[:got])
-                _write_all(fd, offset + done, buffer[:got])
+                    digest.update(chunk[:got])
+                _write_all(fd, offset + done, chunk[:got])
                 done += got
             reusable = done == length and not response.will_close and not job.abandoned
         finally:

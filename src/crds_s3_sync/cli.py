@@ -6,6 +6,7 @@ a network or credentials setup that no retry can fix (nothing was written beyond
 verified files); 130 interrupted.
 """
 
+import gc
 import json
 import logging
 import os
@@ -78,6 +79,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def _given(ctx: typer.Context, *parameters: str) -> bool:
+    """Whether any of `parameters` was set by the user (flag or environment), not left
+    at its default."""
+    return any(
+        (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
+        for name in parameters
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         print(__version__)
@@ -86,6 +96,7 @@ def _version(value: bool) -> None:
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def run(
+    ctx: typer.Context,
     all_: Annotated[
         bool, typer.Option("--all", help="Every context in the bucket.", rich_help_panel=SELECTION)
     ] = False,
@@ -321,7 +332,14 @@ def run(
         )
         options = SyncOptions(
             Selection(all=all_, last=last, names=names),
-            TransferOptions(jobs, part_size, threshold, verify, retry_time),
+            TransferOptions(
+                jobs,
+                part_size,
+                threshold,
+                verify,
+                retry_time,
+                _given(ctx, "part_size", "threshold"),
+            ),
             dry_run=dry_run,
             mappings_only=mappings_only,
             action=action,
@@ -330,6 +348,7 @@ def run(
         if settings.cache_is_default and not dry_run and action is not Action.key:
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet, log_format.value, sys.stdout.isatty())
+        gc.freeze()  # what imports made (botocore's models) is never garbage: stop re-scanning it
         result = anyio.run(sync, settings, options, progress, backend_options=_LOOP)
     except SyncError as exc:
         Console(stderr=True).print(

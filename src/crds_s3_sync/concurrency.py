@@ -14,7 +14,9 @@ once a second, so one storm counts once), and growth starts again from there.
 A round is `limit` completions (about one round trip of the whole window) and
 at least ROUND seconds, and is measured only if the window was full during it:
 a run running out of work says nothing about the link. `--jobs` is the ceiling.
-Every request, small or large, planning or transfer, holds one slot.
+Every request, small or large, planning or transfer, holds one slot. A large
+file's parts in flight are found the same way, by a controller of its own
+(`ranged`): whether a file is split at all, and how far, is the same question.
 """
 
 import asyncio
@@ -45,6 +47,9 @@ class Window:
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def acquire(self) -> None:
         if self.in_flight < self.limit and not self._waiting:
             self._take()
             return
@@ -92,9 +97,11 @@ class Concurrency:
     """The controller: `slots` is the window every request holds; `done`, `throttled`
     and `failed` are what it learns from."""
 
-    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ceiling: int, start: int = START, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ceiling = ceiling
-        self.slots = Window(min(START, ceiling))
+        self.slots = Window(min(start, ceiling))
         self._clock = clock
         self._round = _Round(clock())
         self._settling = False  # the first round after a change shows the old size too

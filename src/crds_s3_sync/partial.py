@@ -2,8 +2,9 @@
 
 Beside the final path live `.NAME.part` (the file, written at part offsets) and
 `.NAME.part.json` (which parts are complete, for which size, SHA-1 and part
-size). A later run that wants the same file with the same size, SHA-1 and part
-size fetches only the missing parts; anything else starts afresh. The whole
+size). A later run that wants the same file with the same size and SHA-1
+fetches only the missing parts, in the part size the record names (whatever
+its own); anything else starts afresh. The whole
 file is hashed again before it is renamed into place, so a stale or damaged
 record can cost a download but never put a wrong file under the final name.
 """
@@ -41,7 +42,8 @@ class PartialFile:
 
     @classmethod
     def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
-        done = _completed_parts(final, size, sha1, part_size)
+        """Resume what a record describes, or start afresh with `part_size`."""
+        part_size, done = _completed_parts(final, size, sha1) or (part_size, set())
         fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o644)
         if not done:
             os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
@@ -62,10 +64,10 @@ class PartialFile:
         atomic_write(self.record, json.dumps(record).encode())
 
     def hash_part(self, index: int, digest: "hashlib._Hash") -> None:
-        """Feed part `index` to `digest`, read back (from the page cache, normally).
+        """Feed part `index`, done by an earlier run, to `digest`, read back.
 
-        One buffer serves every part (the cursor hashes one part at a time): a
-        fresh 8 MiB bytes object per part would cost thousands of page faults.
+        One buffer serves every such part (the cursor hashes one part at a time):
+        a fresh 8 MiB bytes object per part would cost thousands of page faults.
         """
         if self._buffer is None:
             self._buffer = bytearray(self.part_size)
@@ -106,17 +108,20 @@ def _record(final: Path) -> Path:
     return final.with_name(f".{final.name}.part.json")
 
 
-def _completed_parts(final: Path, size: int, sha1: str | None, part_size: int) -> set[int]:
+def _completed_parts(final: Path, size: int, sha1: str | None) -> tuple[int, set[int]] | None:
+    """The part size and completed parts a record holds for this size and SHA-1."""
     try:
         record = json.loads(_record(final).read_text())
-        if (record["size"], record["sha1"], record["part_size"]) != (size, sha1, part_size):
-            return set()
-        if _temp(final).stat().st_size != size:
-            return set()
+        part_size = record["part_size"]
+        if (record["size"], record["sha1"]) != (size, sha1) or not isinstance(part_size, int):
+            return None
+        if part_size <= 0 or _temp(final).stat().st_size != size:
+            return None
         count = _part_count(size, part_size)
-        return {i for i in record["done"] if isinstance(i, int) and 0 <= i < count}
+        done = {i for i in record["done"] if isinstance(i, int) and 0 <= i < count}
+        return (part_size, done) if done else None
     except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        return None
 
 
 def _read_into(fd: int, view: memoryview, offset: int) -> int:

@@ -157,15 +157,17 @@ class S3Source:
         length: int,
         byte_range: tuple[int, int] | None = None,
         digest: "hashlib._Hash | None" = None,
+        into: memoryview | None = None,
     ) -> None:
         """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
-        `offset` and fed to `digest` on the way, by a worker thread (see `bulk`)."""
+        `offset`, fed to `digest` and left in `into` on the way, by a worker thread
+        (see `bulk`)."""
         async with self.concurrency.slots, self._bulk.worker():
             await self._send(
                 location,
                 name,
                 byte_range,
-                lambda r: self._bulk.copy(r, fd, offset, length, digest),
+                lambda r: self._bulk.copy(r, fd, offset, length, digest, into),
             )
             self.concurrency.done(length)
 

@@ -33,7 +33,7 @@ from .locks import file_lock
 from .plan import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
-from .ranged import RangedFile
+from .ranged import Buffers, RangedFile
 from .retry import RETRY_TIME
 from .s3errors import one_line
 from .source import S3Source
@@ -42,6 +42,7 @@ MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
+PART_BUFFERS = 128 * MiB  # large files' parts held for hashing, all files together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
@@ -53,6 +54,7 @@ class TransferOptions:
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
     retry_time: float = RETRY_TIME  # seconds a request keeps being retried
+    split_named: bool = False  # part size or threshold given: split as told, not as found
 
     @property
     def large_workers(self) -> int:
@@ -91,6 +93,7 @@ class Transfer:
         # Few threads: they exist to hash and write big buffers on the second core;
         # dozens of them only fight over the GIL.
         self._threads = anyio.CapacityLimiter(THREADS)
+        self._buffers = Buffers(PART_BUFFERS, self.options.part_size)
         plan = list(plan)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
@@ -145,8 +148,10 @@ class Transfer:
                     self.source,
                     self.progress,
                     self._off_loop,
+                    self._buffers,
                     self.options.part_size,
                     self.options.parts_per_file,
+                    self.options.split_named,
                 )
                 self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
