@@ -7,8 +7,9 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
   faster path that asks botocore for everything network-specific:
   `addressing` (endpoint, bucket region, signing), `connection` (CA bundle,
   proxies), `s3errors` (S3's answers as one line, secrets cut), `retry` (the one
-  retry policy and the run's limit on requests in flight); `bulk` reads bodies
-  over 1 MiB on worker threads, straight into the file
+  retry policy), `concurrency` (the run's one limit on requests in flight, a
+  window found by measuring throughput); `bulk` reads bodies over 1 MiB on
+  worker threads, straight into the file
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
@@ -18,10 +19,10 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
   its cache key and shards
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
 - `audit`: the cache against the plan (`--check`, `--repair`, `--purge`)
-- `locks`: one downloader per file across processes sharing a cache
+- `locks`: one downloader per file over 1 MiB across processes sharing a cache
 - `transfer`: the worker pool that downloads, verifies and renames into place;
-  `ranged` fetches a large file in parts with a hashing cursor, and `partial`
-  keeps its completed parts across runs
+  `ranged` fetches a large file in parts (as many at once as pay), hashed in
+  order from memory, and `partial` keeps its completed parts across runs
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence
 - `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit

@@ -6,8 +6,9 @@ more to keep the pipe full. So the window is a hill climb on what the run
 achieves, the idea behind AWS's CRT S3 client (which sizes its connections
 from a target throughput): it starts at START and doubles each round while
 throughput (bytes or requests per second) grows by at least GAIN. When a step
-brings nothing it goes back to the size that did as well, holds there for a
-while, then probes upward again in smaller steps, since links change. S3's
+brings nothing it tries halfway back (a binary search between the best size and
+the failed one); once steps are finer than FINEST it settles on the best, holds
+there for a while, then probes upward again in small steps, since links change. S3's
 SlowDown halves it, other transient errors take a quarter off (each at most
 once a second, so one storm counts once), and growth starts again from there.
 
@@ -29,6 +30,8 @@ START = 16  # requests in flight at first (or the ceiling, if lower)
 GAIN = 0.10  # the least growth in throughput that counts as progress
 ROUND = 0.05  # seconds a round lasts at least, so a fast link's rounds are not noise
 HOLD = 2.0  # seconds at a plateau before probing upward again
+FINEST = 1.2  # the smallest step worth measuring: throughput differs less than noise
+PROBE = 1.25  # the step of a probe after a plateau or a cut
 CUT_AT_MOST_EVERY = 1.0  # seconds: a storm of errors lowers the window once
 
 
@@ -137,10 +140,16 @@ class Concurrency:
             if self.limit < self.ceiling:
                 self._resize(min(self.ceiling, max(self.limit + 1, int(self.limit * self._step))))
             return
-        # This size does no better than a smaller one: go back, stay, probe gently later.
-        self._resize(min(self.limit, best[0]))
+        # No better than the best size so far: try halfway between (geometrically), and
+        # once steps are too fine to tell apart, settle on the best, probing later.
+        self._step **= 0.5
+        between = min(self.ceiling, max(best[0] + 1, int(best[0] * self._step)))
+        if self._step >= FINEST and between > best[0]:
+            self._resize(between)
+            return
+        self._resize(best[0])
         self._best = None
-        self._step = 1.25
+        self._step = PROBE
         self._hold_until = self._clock() + HOLD
 
     def throttled(self) -> None:
@@ -158,7 +167,7 @@ class Concurrency:
         self._last_cut = now
         self._resize(max(1, int(self.limit * factor)))
         self._best = None
-        self._step = 1.25
+        self._step = PROBE
 
     def _resize(self, limit: int) -> None:
         if limit != self.limit:

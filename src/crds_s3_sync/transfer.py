@@ -42,7 +42,7 @@ MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
-PART_BUFFERS = 128 * MiB  # large files' parts held for hashing, all files together
+PART_BUFFERS = 96 * MiB  # large files' parts held for hashing, all files together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
