@@ -12,6 +12,8 @@ from pathlib import Path
 
 from conftest import files_under
 
+from crds_s3_sync import ranged
+
 FLAT = "roman_wfi_flat_0004.asdf"
 PARTS = ["--part-size", "64K", "--multipart-threshold", "1M"]
 
@@ -29,6 +31,21 @@ def test_a_large_file_arrives_in_parts_and_verified(make_bucket, cli, tmp_path: 
     assert json.loads(result.stdout)["failed"] == []
     local = cache / "references/roman" / FLAT
     assert local.read_bytes() == bucket.references[FLAT]
+    assert leftovers(cache) == []
+
+
+def test_parts_too_big_to_hold_are_hashed_from_the_disk(
+    make_bucket, cli, tmp_path: Path, monkeypatch
+) -> None:
+    # A part size past what is held in memory (as an explicit --part-size 1G would be):
+    # the parts are read back from the disk for hashing.
+    monkeypatch.setattr(ranged, "HELD_AT_MOST", 32 << 10)
+    size = (2 << 20) + 999
+    bucket = make_bucket("roman", sizes={FLAT: size})
+    cache = tmp_path / "cache"
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
+    assert result.exit_code == 0, result.stderr
+    assert (cache / "references/roman" / FLAT).read_bytes() == bucket.references[FLAT]
     assert leftovers(cache) == []
 
 

@@ -1,7 +1,8 @@
 """One downloader per file across processes sharing a cache, even on NFS.
 
-Before fetching a file, a sync takes an exclusive POSIX record lock (`lockf`)
-on `.NAME.lock` beside it. POSIX locks work on local file systems and on NFS
+Before fetching a file over 1 MiB (`transfer` says why smaller ones go
+without), a sync takes an exclusive POSIX record lock (`lockf`) on
+`.NAME.lock` beside it. POSIX locks work on local file systems and on NFS
 (through the lock manager or NFSv4's own locking), unlike `flock` on some
 clients. The kernel (or the NFS server, when the lease lapses) drops the lock
 when its process dies, however it dies, so a lock file left behind by a killed

@@ -4,6 +4,7 @@ This is the only module that knows the order of the stages; each stage lives in
 its own module and can be tested alone.
 """
 
+import functools
 import hashlib
 import os
 import time
@@ -236,21 +237,25 @@ class _MappingFetcher:
         if meta is None:
             return None
         try:
-            if self._local(name).stat().st_size != meta.size:
+            if os.stat(self._local(name)).st_size != meta.size:
                 return None
         except OSError:
             return None
         return self.index.get(name, meta.sha1)
 
-    def _local(self, name: str) -> Path:
-        return self.settings.cache / relative_path(
-            Kind.mapping, name, self.settings.observatory, self.settings.layout
-        )
+    def _local(self, name: str) -> str:
+        """A string, not a Path: a re-run stats every mapping of every context."""
+        return os.path.join(self._directory, name)
+
+    @functools.cached_property
+    def _directory(self) -> str:
+        where = relative_path(Kind.mapping, "", self.settings.observatory, self.settings.layout)
+        return os.path.join(self.settings.cache, where)
 
     async def __call__(self, name: str) -> bytes:
         meta = self.server_config.metadata.get(name)
         if meta is not None:
-            local = self._local(name)
+            local = Path(self._local(name))
             try:
                 data = local.read_bytes() if local.stat().st_size == meta.size else None
             except OSError:

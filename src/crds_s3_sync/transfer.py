@@ -7,12 +7,15 @@ into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
 Small files are one GET each; large files are fetched in ranged parts (see
 `ranged`).
 
-All requests, whole-file or part, share the source's one limit on requests in
-flight (`jobs` at most; throttling lowers it); small and large files have their
-own workers, so neither waits for the other to drain. Each whole-file GET is one
-attempt of the source's retry policy. A file is fetched under its lock
-(`locks`), so processes sharing a cache never fetch one file at the same time,
-and each looks again once it holds the lock.
+All requests, whole-file or part, share the source's one window of requests in
+flight (`concurrency`: `jobs` at most); small and large files have their own
+workers, so neither waits for the other to drain. Each whole-file GET is one
+attempt of the source's retry policy. A file over IN_MEMORY is fetched under its
+lock (`locks`), so processes sharing a cache never fetch it at the same time,
+and each looks again once it holds the lock. Smaller files take no lock: its
+four system calls cost more than such a file's download, and two processes that
+both fetch one each write their own temporary name and rename the same verified
+bytes into place.
 """
 
 import contextlib
