@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -149,6 +150,13 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child a test will interrupt: Ctrl-C's default handling, which
+    a shell that started the tests in the background (bash ignores SIGINT there) or a
+    CI runner may have left ignored, and a child inherits."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def files_under(root: Path) -> set[str]:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import files_under
+from conftest import files_under, interruptible
 
 from crds_s3_sync import ranged
 
@@ -69,7 +69,7 @@ def interrupt_after_parts(bucket, cache: Path, parts: int, sig: signal.Signals) 
     record = cache / "references/roman" / f".{FLAT}.part.json"
     command = [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--all"]
     command += ["--cache", str(cache), "--jobs", "1", "--quiet", *PARTS]
-    run = subprocess.Popen(command, env=os.environ.copy())
+    run = subprocess.Popen(command, env=os.environ.copy(), preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 60
         done: list[int] = []

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import RULES, files_under, mappings_of
+from conftest import RULES, files_under, interruptible, mappings_of
 from faults import FaultProxy
 
 from crds_s3_sync.mapping import parse_mapping
@@ -70,6 +70,7 @@ def signal_at(bucket, cache: Path, sig: int, when: str, count: int, big: str):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )
         out, err = process["it"].communicate(timeout=120)
     assert seen["n"] >= count, f"only {seen['n']} GETs of {when}"
