@@ -151,3 +151,26 @@ async def test_a_waiter_cancelled_before_it_resumes_is_passed_over() -> None:
     assert window.in_flight == 0
     async with window:
         assert window.in_flight == 1
+
+
+async def test_weighted_shares_fit_the_limit_and_an_oversized_one_goes_alone() -> None:
+    budget = Window(100)  # e.g. bytes of bodies held in memory
+    await budget.acquire(60)
+    await budget.acquire(40)
+    assert budget.in_flight == 100
+    waiter = asyncio.create_task(budget.acquire(30))
+    await asyncio.sleep(0)
+    assert not waiter.done()  # 30 more would pass the limit
+    budget.release(40)
+    await waiter
+    assert budget.in_flight == 90
+    budget.release(60)
+    budget.release(30)
+    big = asyncio.create_task(budget.acquire(250))  # more than the whole limit
+    await big  # nothing else held: it gets in
+    small = asyncio.create_task(budget.acquire(1))
+    await asyncio.sleep(0)
+    assert not small.done()  # ... and alone
+    budget.release(250)
+    await small
+    assert budget.in_flight == 1

@@ -36,7 +36,7 @@ from .s3errors import (
 )
 
 THREADS = 16  # bodies in flight at once; more only adds GIL traffic
-BUFFER = 4 << 20  # bytes read (then written and hashed) per call
+BUFFER = 1 << 20  # bytes read (then written and hashed) per call
 # What a keep-alive connection the server closed while idle looks like on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 

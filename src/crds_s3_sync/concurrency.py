@@ -38,7 +38,9 @@ CUT_AT_MOST_EVERY = 1.0  # seconds: a storm of errors lowers the window once
 class Window:
     """An adjustable semaphore: `limit` can move while requests are in flight.
 
-    A free slot is taken without yielding to the loop: the request that follows
+    Each holder takes a `weight` (1 for a request; bytes, for a memory budget);
+    one heavier than the whole limit still gets in when nothing else is held.
+    A free share is taken without yielding to the loop: the request that follows
     yields anyway. Waiting is on a bare asyncio future (the sync runs on asyncio,
     uvloop where there is one): an anyio Event costs a look-up of the running
     library each time, a measurable share of a small file's cost."""
@@ -47,45 +49,48 @@ class Window:
         self.limit = limit
         self.in_flight = 0
         self.full = False  # reached the limit since the controller last looked
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def acquire(self) -> None:
-        if self.in_flight < self.limit and not self._waiting:
-            self._take()
+    async def acquire(self, weight: int = 1) -> None:
+        if self._fits(weight) and not self._waiting:
+            self._take(weight)
             return
         turn = asyncio.get_running_loop().create_future()
-        self._waiting.append(turn)
+        self._waiting.append((weight, turn))
         self.full = True
         try:
             await turn
         except BaseException:
-            if turn.done() and not turn.cancelled():  # handed the slot as it was cancelled
-                self.release()
-            elif turn in self._waiting:
-                self._waiting.remove(turn)
+            if turn.done() and not turn.cancelled():  # handed its share as it was cancelled
+                self.release(weight)
+            elif (weight, turn) in self._waiting:
+                self._waiting.remove((weight, turn))
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
-    def _take(self) -> None:
-        self.in_flight += 1
+    def _fits(self, weight: int) -> bool:
+        return self.in_flight + weight <= self.limit or self.in_flight == 0
+
+    def _take(self, weight: int) -> None:
+        self.in_flight += weight
         if self.in_flight >= self.limit:
             self.full = True
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    def release(self, weight: int = 1) -> None:
+        self.in_flight -= weight
         self.resize(self.limit)
 
     def resize(self, limit: int) -> None:
         self.limit = limit
-        while self._waiting and self.in_flight < self.limit:
-            turn = self._waiting.popleft()
+        while self._waiting and self._fits(self._waiting[0][0]):
+            weight, turn = self._waiting.popleft()
             if not turn.done():  # else cancelled, its waiter not yet resumed to say so
-                self._take()
+                self._take(weight)
                 turn.set_result(None)
 
 

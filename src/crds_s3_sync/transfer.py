@@ -30,6 +30,7 @@ from typing import TypeVar
 import anyio
 
 from .audit import check_received, defect
+from .concurrency import Window
 from .errors import SourceError, SyncError
 from .layout import temporary_name
 from .locks import file_lock
@@ -46,6 +47,7 @@ IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
 PART_BUFFERS = 96 * MiB  # large files' parts held for hashing, all files together
+BODIES = 32 * MiB  # small files read whole and not yet written, all together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
@@ -97,6 +99,9 @@ class Transfer:
         # dozens of them only fight over the GIL.
         self._threads = anyio.CapacityLimiter(THREADS)
         self._buffers = Buffers(PART_BUFFERS, self.options.part_size)
+        # The window lets up to `jobs` small files be read at once: at 1 MiB each that
+        # alone could pass the memory the whole run should use.
+        self._bodies = Window(BODIES)
         plan = list(plan)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
@@ -187,13 +192,14 @@ class Transfer:
         try:
             data = self.prefetched.get(spec.name)
             if data is None and size <= IN_MEMORY:
-                data = await self.source.read(spec.source, spec.name, size=size)
-            if data is not None:
-                self.progress.advanced(spec, len(data))
-                if len(data) <= INLINE:
-                    _write_verified(temp, final, data, spec, size)
-                else:
-                    await self._off_loop(_write_verified, temp, final, data, spec, size)
+                await self._bodies.acquire(size)
+                try:
+                    data = await self.source.read(spec.source, spec.name, size=size)
+                    await self._write(spec, temp, final, data, size)
+                finally:
+                    self._bodies.release(size)
+            elif data is not None:
+                await self._write(spec, temp, final, data, size)
             else:
                 await self._stream(spec, temp, size)
                 os.replace(temp, final)
@@ -202,6 +208,13 @@ class Transfer:
                 os.unlink(temp)
             self.progress.restart(spec)
             raise
+
+    async def _write(self, spec: FileSpec, temp: str, final: Path, data: bytes, size: int) -> None:
+        self.progress.advanced(spec, len(data))
+        if len(data) <= INLINE:
+            _write_verified(temp, final, data, spec, size)
+        else:
+            await self._off_loop(_write_verified, temp, final, data, spec, size)
 
     async def _stream(self, spec: FileSpec, temp: str, size: int) -> None:
         digest = hashlib.sha1()
