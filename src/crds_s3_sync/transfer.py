@@ -12,7 +12,7 @@ flight (`concurrency`: `jobs` at most); small and large files have their own
 workers, so neither waits for the other to drain. Each whole-file GET is one
 attempt of the source's retry policy. A file over IN_MEMORY is fetched under its
 lock (`locks`), so processes sharing a cache never fetch it at the same time,
-and each looks again once it holds the lock. Smaller files take no lock: its
+and each looks again once it holds the lock. Smaller files take none: a lock's
 four system calls cost more than such a file's download, and two processes that
 both fetch one each write their own temporary name and rename the same verified
 bytes into place.
