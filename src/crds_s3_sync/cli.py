@@ -25,7 +25,7 @@ from .errors import SyncError
 from .platforms import check_platform, fit_open_files
 from .progress import JsonLines, Progress, make_progress
 from .s3errors import one_line
-from .settings import Env, Layout, resolve_settings
+from .settings import Env, Layout, Settings, resolve_settings
 from .sync import Action, SyncOptions, SyncResult, sync
 from .transfer import TransferOptions
 from .walker import Selection
@@ -77,6 +77,20 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise typer.BadParameter(f"{text!r}: K must be from 1 to N")
     return k, n
+
+
+def _run_sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
+    """`sync` on the event loop, its result handed back outside the main task: as
+    Python 3.11's asyncio runner restores Ctrl-C's handler it formats the finished
+    main task, result included, and a result holding a plan of thousands of files
+    took 0.1 s to format."""
+    results: list[SyncResult] = []
+
+    async def main() -> None:
+        results.append(await sync(settings, options, progress))
+
+    anyio.run(main, backend_options=_LOOP)
+    return results[0]
 
 
 def _given(ctx: typer.Context, *parameters: str) -> bool:
@@ -349,7 +363,7 @@ def run(
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet, log_format.value, sys.stdout.isatty())
         gc.freeze()  # what imports made (botocore's models) is never garbage: stop re-scanning it
-        result = anyio.run(sync, settings, options, progress, backend_options=_LOOP)
+        result = _run_sync(settings, options, progress)
     except SyncError as exc:
         Console(stderr=True).print(
             f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True

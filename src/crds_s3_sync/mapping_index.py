@@ -27,6 +27,7 @@ class MappingIndex:
         self.path = path
         self._entries = entries
         self._changed = False
+        self._checked: set[str] = set()  # names found safe: most mappings share their children
 
     @classmethod
     def load(cls, cache: Path, observatory: str) -> "MappingIndex":
@@ -53,7 +54,9 @@ class MappingIndex:
                 tuple(entry["references"]),
             )
             for child in (*mapping.mappings, *mapping.references):
-                check_name(child, "name")
+                if child not in self._checked:
+                    check_name(child, "name")
+                    self._checked.add(child)
         except (TypeError, KeyError, SyncError):
             return None
         return mapping
