@@ -2,8 +2,9 @@
 # A Slurm array job that fills one shared CRDS cache (on a network file system)
 # from several nodes at once: task K of N syncs the K-th shard of the plan.
 # Shards are split by a hash of each file name, so together they are the whole
-# plan; files any two tasks both need (server_config) are fetched under a lock,
-# once. Submit with:  sbatch slurm-fill-shared-cache.sh
+# plan; a file every task needs (server_config) is small, so each may fetch it,
+# and every rename puts the same verified bytes in place. Submit with:
+#   sbatch slurm-fill-shared-cache.sh
 # and, to confirm the result, after the array: crds-s3-sync --last 3 --check
 #
 #SBATCH --job-name=crds-fill
