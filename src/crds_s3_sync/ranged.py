@@ -111,11 +111,12 @@ class RangedFile:
         """Fetch the missing parts, as many at once as pays; hash all of them in order."""
         count = partial.count
         ready = [anyio.Event() for _ in range(count)]
-        held: list[bytearray | None] = [None] * count  # received, waiting for the cursor
         start = self.parts_in_flight if self.forced else 2
         pace = Concurrency(self.parts_in_flight, start=start)
         digest = hashlib.sha1()
-        owned: dict[int, bytearray] = {}  # part -> buffer taken and not yet given back
+        # part -> its buffer, from the pool until hashed: parts done by an earlier run,
+        # or too big to hold, have none
+        owned: dict[int, bytearray] = {}
 
         async def fetch(index: int, buffer: bytearray | None) -> None:
             start, length = index * partial.part_size, partial.part_length(index)
@@ -131,7 +132,6 @@ class RangedFile:
             self.progress.advanced(spec, length)
             if not self.forced:
                 pace.done(length)
-            held[index] = buffer
             ready[index].set()
 
         async def schedule(group: TaskGroup) -> None:
@@ -150,8 +150,8 @@ class RangedFile:
                 group.start_soon(schedule, group)
                 for index in range(count):  # the hashing cursor
                     await ready[index].wait()
-                    buffer, held[index] = held[index], None
-                    if buffer is None:  # done by an earlier run, or too big to hold
+                    buffer = owned.get(index)
+                    if buffer is None:  # only the disk has it
                         await self.off_loop(partial.hash_part, index, digest)
                     else:
                         view = memoryview(buffer)[: partial.part_length(index)]
