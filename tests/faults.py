@@ -43,6 +43,7 @@ class FaultProxy:
         self.plan = plan
         self.injected: Counter[str] = Counter()
         self.by_key: Counter[str] = Counter()
+        self.client_ports: set[int] = set()  # the local ports of clients' connections
         self._gets: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), self._handler())
@@ -81,6 +82,7 @@ class FaultProxy:
                 pass
 
             def forward(self) -> None:
+                proxy.client_ports.add(self.client_address[1])
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 fault = proxy.choose(self.command, self.path)

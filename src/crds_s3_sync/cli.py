@@ -21,21 +21,15 @@ from rich.console import Console
 from rich.filesize import decimal
 
 from . import __version__
+from .cores import MOST, Helpers, default_processes
 from .errors import SyncError
-from .platforms import check_platform, fit_open_files
+from .platforms import EVENT_LOOP, check_platform, fit_open_files
 from .progress import JsonLines, Progress, make_progress
 from .s3errors import one_line
 from .settings import Env, Layout, Settings, resolve_settings
 from .sync import Action, SyncOptions, SyncResult, sync
 from .transfer import TransferOptions
 from .walker import Selection
-
-try:  # a faster event loop where it is installed
-    import uvloop  # noqa: F401
-
-    _LOOP = {"use_uvloop": True}
-except ImportError:
-    _LOOP = {}
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational context)"
@@ -79,7 +73,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def _run_sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
+def _run_sync(
+    settings: Settings, options: SyncOptions, progress: Progress, helpers: Helpers | None
+) -> SyncResult:
     """`sync` on the event loop, its result handed back outside the main task: as
     Python 3.11's asyncio runner restores Ctrl-C's handler it formats the finished
     main task, result included, and a result holding a plan of thousands of files
@@ -87,9 +83,9 @@ def _run_sync(settings: Settings, options: SyncOptions, progress: Progress) -> S
     results: list[SyncResult] = []
 
     async def main() -> None:
-        results.append(await sync(settings, options, progress))
+        results.append(await sync(settings, options, progress, helpers))
 
-    anyio.run(main, backend_options=_LOOP)
+    anyio.run(main, backend_options=EVENT_LOOP)
     return results[0]
 
 
@@ -196,6 +192,16 @@ def run(
             rich_help_panel=RUN,
         ),
     ] = TransferOptions.jobs,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes fetching small files, an event loop each (default: one per"
+            f" usable core, at most {MOST}).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
     part_size: Annotated[
         int,
         typer.Option(
@@ -363,7 +369,14 @@ def run(
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet, log_format.value, sys.stdout.isatty())
         gc.freeze()  # what imports made (botocore's models) is never garbage: stop re-scanning it
-        result = _run_sync(settings, options, progress)
+        helpers = None
+        if action in (Action.sync, Action.repair) and not dry_run:
+            helpers = Helpers.fork(processes or default_processes(), settings, options.transfer)
+        try:
+            result = _run_sync(settings, options, progress, helpers)
+        finally:
+            if helpers is not None:
+                helpers.close()
     except SyncError as exc:
         Console(stderr=True).print(
             f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True

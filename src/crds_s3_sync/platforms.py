@@ -1,4 +1,5 @@
-"""What the operating system must allow: POSIX, and enough open files for `--jobs`.
+"""What the operating system must allow: POSIX, and enough open files for `--jobs`;
+and the event loop to run on.
 
 Linux and macOS are supported. Windows lacks the POSIX record locks that keep
 processes sharing a cache from fetching one file twice, so it is refused with
@@ -13,6 +14,13 @@ import os
 import sys
 
 from .errors import SyncError
+
+try:  # a faster event loop where it is installed
+    import uvloop  # noqa: F401
+
+    EVENT_LOOP = {"use_uvloop": True}  # anyio's backend options
+except ImportError:
+    EVENT_LOOP = {}
 
 FILES_PER_JOB = 3  # a socket, a lock file, a temporary file
 FILES_BASE = 64  # the interpreter, worker threads' connections, the cache config

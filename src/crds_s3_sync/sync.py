@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,6 +27,9 @@ from .settings import Location, Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
 from .walker import Selection, select_contexts, walk, walk_pickles
+
+if TYPE_CHECKING:
+    from .cores import Helpers
 
 
 class Action(StrEnum):
@@ -64,7 +68,9 @@ class SyncResult:
     purged: list[Path] = field(default_factory=list)
 
 
-async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> SyncResult:
+async def sync(
+    settings: Settings, options: SyncOptions, progress: Progress, helpers: "Helpers | None" = None
+) -> SyncResult:
     start = time.monotonic()
     jobs = options.transfer.jobs
     async with S3Source(settings, jobs, progress, options.transfer.retry_time) as source:
@@ -93,6 +99,7 @@ async def sync(settings: Settings, options: SyncOptions, progress: Progress) -> 
                 progress,
                 options.transfer,
                 prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles},
+                helpers=helpers,
             )
             progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
             with progress:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -50,6 +50,9 @@ PART_BUFFERS = 96 * MiB  # large files' parts held for hashing, all files togeth
 BODIES = 32 * MiB  # small files read whole and not yet written, all together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from .cores import Helpers
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class Transfer:
     options: TransferOptions = field(default_factory=TransferOptions)
     prefetched: dict[str, bytes] = field(default_factory=dict)
     report: Report = field(default_factory=Report)
+    helpers: "Helpers | None" = None  # other processes that take shares of the small files
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
@@ -107,9 +111,21 @@ class Transfer:
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
         async with task_group() as group:
             group.start_soon(for_each, large, self._one, self.options.large_workers)
+            if self.helpers is not None:
+                small = self.helpers.take(small, self, group)
             group.start_soon(for_each, small, self._one, self.options.jobs)
-        self.report.retries = self.source.retry.retries
+        self.report.retries += self.source.retry.retries
         return self.report
+
+    def shareable(self, spec: FileSpec) -> bool:
+        """Whether a helper process may fetch `spec`: a file small enough to need no
+        lock, not already in memory, and missing from the cache (by its size)."""
+        return (
+            spec.size is not None
+            and spec.size <= IN_MEMORY
+            and spec.name not in self.prefetched
+            and defect(self.cache / spec.path, spec.size, None) is not None
+        )
 
     async def _one(self, spec: FileSpec) -> None:
         final = self.cache / spec.path
