@@ -22,7 +22,9 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `locks`: one downloader per file over 1 MiB across processes sharing a cache
 - `transfer`: the worker pool that downloads, verifies and renames into place;
   `ranged` fetches a large file in parts (as many at once as pay), hashed in
-  order from memory, and `partial` keeps its completed parts across runs
+  order from memory, and `partial` keeps its completed parts across runs;
+  `cores` forks helper processes (one event loop per core) that take shares
+  of the small files
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence
 - `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit

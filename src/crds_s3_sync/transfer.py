@@ -15,7 +15,8 @@ lock (`locks`), so processes sharing a cache never fetch it at the same time,
 and each looks again once it holds the lock. Smaller files take none: a lock's
 four system calls cost more than such a file's download, and two processes that
 both fetch one each write their own temporary name and rename the same verified
-bytes into place.
+bytes into place. That is also why helper processes (`cores`) may take shares
+of those files, and only of those.
 """
 
 import contextlib
