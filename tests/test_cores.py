@@ -112,10 +112,15 @@ def test_helpers_fetch_shares_and_the_report_is_one(make_bucket, tmp_path) -> No
     assert not [name for name in files_under(tmp_path / "cache") if name.endswith(".tmp")]
 
 
-def test_one_process_when_asked(make_bucket, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [["--processes", "1"], ["--processes", "2", "--jobs", "1"]],
+    ids=["one-process", "one-request-at-a-time"],
+)
+def test_one_process_when_asked(make_bucket, tmp_path, options: list[str]) -> None:
     bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC))
     watched = Watched(bucket, tmp_path / "cache")
-    code, report = watched.run("--processes", "1")
+    code, report = watched.run(*options)
     assert code == 0 and report["downloaded"] == report["files"]
     assert set(watched.fetchers.values()) == {watched.process.pid}
 

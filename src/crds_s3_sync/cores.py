@@ -111,6 +111,7 @@ class Helpers:
     def fork(cls, processes: int, settings: Settings, options: TransferOptions) -> "Helpers":
         """`processes - 1` helpers, or none where forking now would not be safe. Each
         takes an equal part of `options.jobs`, the run's ceiling on requests in flight."""
+        processes = min(processes, options.jobs)  # each needs a request slot of its own
         if processes < 2 or not sys.platform.startswith("linux") or threading.active_count() > 1:
             return cls([], options.jobs)
         each = max(1, options.jobs // processes)
