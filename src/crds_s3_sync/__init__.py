@@ -26,7 +26,8 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
   `cores` forks helper processes (one event loop per core) that take shares
   of the small files
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence
-- `cli`: the `crds-s3-sync` command; `names` guards every name from the bucket;
+- `cli`: the `crds-s3-sync` command; `command` turns every failure into one
+  line and an exit code; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit
 - `demo`: a local S3 server with a bucket built from real CRDS rules
 """

@@ -3,7 +3,7 @@
 Exit status: 0 every planned file is valid in the cache; 1 some files failed, or
 --check found problems; 2 usage, configuration or source errors, a full disk, or
 a network or credentials setup that no retry can fix (nothing was written beyond
-verified files); 130 interrupted.
+verified files); 3 an internal error (`command`); 130 interrupted.
 """
 
 import gc
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.filesize import decimal
 
 from . import __version__
+from .command import OneLineCommand
 from .cores import MOST, Helpers, default_processes
 from .errors import SyncError
 from .platforms import EVENT_LOOP, check_platform, fit_open_files
@@ -104,7 +105,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 def run(
     ctx: typer.Context,
     all_: Annotated[
@@ -298,6 +299,14 @@ def run(
     ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress, no summary.", rich_help_panel=RUN)
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an internal error (exit 3), print the traceback instead of saving it.",
+            rich_help_panel=RUN,
+        ),
     ] = False,
     version: Annotated[
         bool,

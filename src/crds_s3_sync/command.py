@@ -1,0 +1,70 @@
+"""The command's outer shell: whatever goes wrong, one line and an exit code that says what.
+
+Exit codes: 0 done; 1 files failed or problems found; 2 a mistake in how the tool
+was called or configured (usage errors included: one line in the tool's own
+words, not a framed box); 3 a fault of the tool itself, reported as one line
+saying where its traceback was written (`--debug` prints it instead); 130 and
+143 interrupted.
+"""
+
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
+
+PROGRAM = "crds-s3-sync"
+USAGE, INTERNAL = 2, 3
+
+
+class OneLineCommand(TyperCommand):
+    """Typer's command, with its usage errors and any unexpected exception turned
+    into one line on stderr and an exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name or PROGRAM, complete_var, False, **extra)
+        except typer.TyperException as exc:  # click's usage errors: a bad flag or value
+            say(f"error: {' '.join(exc.format_message().split())} (see {PROGRAM} --help)")
+            code = getattr(exc, "exit_code", USAGE)
+        except typer.Abort:
+            code = 130
+        except Exception as exc:  # the tool's own fault: said, kept, exit 3
+            code = internal_error(exc, "--debug" in argv)
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+def internal_error(exc: BaseException, debug: bool) -> int:
+    """One line for a fault of the tool; its traceback printed (`--debug`) or kept
+    in a file that the line names, for a bug report."""
+    text = "".join(traceback.format_exception(exc))
+    if debug:
+        sys.stderr.write(text)
+        where = "above"
+    else:
+        fd, path = tempfile.mkstemp(prefix=f"{PROGRAM}-", suffix=".traceback")
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        where = f"in {path}"
+    what = " ".join(str(exc).split())[:200]
+    say(f"internal error: {type(exc).__name__}: {what}; the traceback is {where} (report it)")
+    return INTERNAL
+
+
+def say(line: str) -> None:
+    sys.stderr.write(f"{PROGRAM}: {line}\n")
+    sys.stderr.flush()
