@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from rich.console import Console
 
 from crds_s3_sync.layout import Kind
-from crds_s3_sync.plan import FileSpec
+from crds_s3_sync.plans import FileSpec
 from crds_s3_sync.progress import Dashboard, JsonLines, PlainProgress, Progress, make_progress
 from crds_s3_sync.settings import Location
 

@@ -1,6 +1,6 @@
 """crds-s3-sync: fill a CRDS cache from S3, planned, concurrent and SHA-1 verified.
 
-A sync runs these stages, each in its own module (`sync.py` runs them in order):
+A sync runs these stages, each in its own module (`stages.py` runs them in order):
 
 - `settings`: flags, CRDS_* environment variables and presets -> `Settings`
 - `source`: the one seam to S3: listing and HEADs through botocore, GETs on a
@@ -15,7 +15,7 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
 - `walker`: chosen contexts -> every mapping and reference they need;
   `mapping_index` remembers what each cached mapping names, so re-runs skip parsing
-- `plan`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
+- `plans`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
   its cache key and shards
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
 - `audit`: the cache against the plan (`--check`, `--repair`, `--purge`)
@@ -30,6 +30,28 @@ A sync runs these stages, each in its own module (`sync.py` runs them in order):
   line and an exit code; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit
 - `demo`: a local S3 server with a bucket built from real CRDS rules
+
+The Python API (`api`, and `aio` for its async forms) is what the command does, as
+functions: `sync`, `plan`, `check`, `repair`, `purge` and `cache_key`.
 """
 
 __version__ = "0.1.0"
+
+from . import aio
+from .api import FilesFailed, Options, cache_key, check, plan, purge, repair, sync
+from .errors import SyncError
+from .stages import SyncResult
+
+__all__ = [
+    "FilesFailed",
+    "Options",
+    "SyncError",
+    "SyncResult",
+    "aio",
+    "cache_key",
+    "check",
+    "plan",
+    "purge",
+    "repair",
+    "sync",
+]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import Kind
-from .plan import FileSpec
+from .plans import FileSpec
 from .retry import Mismatch
 
 HASH_BLOCK = 4 << 20

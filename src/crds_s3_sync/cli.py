@@ -9,28 +9,25 @@ verified files); 3 an internal error (`command`); 130 interrupted.
 import gc
 import json
 import logging
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
 from rich.filesize import decimal
 
 from . import __version__
+from .api import Options, execute, prepare
 from .command import OneLineCommand
-from .cores import MOST, Helpers, default_processes
+from .cores import MOST
 from .errors import SyncError
-from .platforms import EVENT_LOOP, check_platform, fit_open_files
 from .progress import JsonLines, Progress, make_progress
 from .s3errors import one_line
-from .settings import Env, Layout, Settings, resolve_settings
-from .sync import Action, SyncOptions, SyncResult, sync
+from .settings import Env, Layout
+from .stages import Action, SyncOptions, SyncResult
 from .transfer import TransferOptions
-from .walker import Selection
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational context)"
@@ -72,22 +69,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise typer.BadParameter(f"{text!r}: K must be from 1 to N")
     return k, n
-
-
-def _run_sync(
-    settings: Settings, options: SyncOptions, progress: Progress, helpers: Helpers | None
-) -> SyncResult:
-    """`sync` on the event loop, its result handed back outside the main task: as
-    Python 3.11's asyncio runner restores Ctrl-C's handler it formats the finished
-    main task, result included, and a result holding a plan of thousands of files
-    took 0.1 s to format."""
-    results: list[SyncResult] = []
-
-    async def main() -> None:
-        results.append(await sync(settings, options, progress, helpers))
-
-    anyio.run(main, backend_options=EVENT_LOOP)
-    return results[0]
 
 
 def _given(ctx: typer.Context, *parameters: str) -> bool:
@@ -338,54 +319,41 @@ def run(
         raise typer.BadParameter(
             "--purge keeps only what the plan names: not with --shard or --mappings-only"
         )
-    names = tuple(context or ())
-    if not chosen and os.environ.get("CRDS_CONTEXT"):
-        names = (os.environ["CRDS_CONTEXT"],)
+    given: Options = {
+        "contexts": tuple(context or ()),
+        "last": last,
+        "all": all_,
+        "observatory": observatory,
+        "env": env.value if env else None,
+        "bucket": bucket,
+        "prefix": prefix,
+        "endpoint_url": endpoint_url,
+        "no_sign_request": no_sign_request,
+        "pickles": pickles,
+        "cache": cache,
+        "layout": layout.value if layout else None,
+        "mappings_only": mappings_only,
+        "shard": shard,
+        "dry_run": dry_run,
+        "verify": verify,
+        "jobs": jobs,
+        "processes": processes,
+        "part_size": part_size if _given(ctx, "part_size") else None,
+        "multipart_threshold": threshold if _given(ctx, "threshold") else None,
+        "retry_time": retry_time,
+    }
     console = Console(stderr=True, quiet=quiet)
     progress = None
     try:
-        check_platform()
-        jobs, note = fit_open_files(jobs)
-        if note:
+        run = prepare(action, {k: v for k, v in given.items() if v is not None})  # type: ignore[misc]
+        for note in run.notes:
             console.print(note, highlight=False, markup=False, soft_wrap=True)
-        settings = resolve_settings(
-            observatory=observatory,
-            env=env,
-            bucket=bucket,
-            prefix=prefix,
-            endpoint_url=endpoint_url,
-            no_sign_request=no_sign_request,
-            cache=cache,
-            layout=layout,
-            pickles=pickles,
-        )
-        options = SyncOptions(
-            Selection(all=all_, last=last, names=names),
-            TransferOptions(
-                jobs,
-                part_size,
-                threshold,
-                verify,
-                retry_time,
-                _given(ctx, "part_size", "threshold"),
-            ),
-            dry_run=dry_run,
-            mappings_only=mappings_only,
-            action=action,
-            shard=shard,
-        )
+        settings, options = run.settings, run.options
         if settings.cache_is_default and not dry_run and action is not Action.key:
             console.print(f"CRDS_PATH is not set: using {settings.cache}", highlight=False)
         progress = make_progress(console, quiet, log_format.value, sys.stdout.isatty())
         gc.freeze()  # what imports made (botocore's models) is never garbage: stop re-scanning it
-        helpers = None
-        if action in (Action.sync, Action.repair) and not dry_run:
-            helpers = Helpers.fork(processes or default_processes(), settings, options.transfer)
-        try:
-            result = _run_sync(settings, options, progress, helpers)
-        finally:
-            if helpers is not None:
-                helpers.close()
+        result = execute(run, progress)
     except SyncError as exc:
         Console(stderr=True).print(
             f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True

@@ -37,7 +37,7 @@ import anyio
 
 from .errors import SyncError
 from .layout import Kind
-from .plan import FileSpec
+from .plans import FileSpec
 from .platforms import EVENT_LOOP
 from .pool import task_group
 from .progress import Progress

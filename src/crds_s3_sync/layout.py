@@ -76,6 +76,19 @@ def write_cache_config(cache: Path, observatory: str, layout: Layout, bad_files:
 _serial = itertools.count()
 
 
+def crds_environment(cache: Path, observatory: str, layout: Layout) -> dict[str, str]:
+    """What crds, and the pipelines through it, need to read this cache offline: the
+    cache, local mode, the observatory (without it crds asks its server), a server URL
+    crds takes as "no server", and the layout."""
+    return {
+        "CRDS_PATH": str(cache),
+        "CRDS_MODE": "local",
+        "CRDS_OBSERVATORY": observatory,
+        "CRDS_SERVER_URL": f"https://{observatory}-crds-serverless.stsci.edu",
+        "CRDS_REF_SUBDIR_MODE": layout.value,
+    }
+
+
 def temporary_name(final: Path) -> str:
     """A hidden name beside `final`: same file system, so the rename is atomic.
 

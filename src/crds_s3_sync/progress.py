@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .plan import FileSpec
+    from .plans import FileSpec
 
 
 class Progress:

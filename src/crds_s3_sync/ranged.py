@@ -34,7 +34,7 @@ from anyio.abc import TaskGroup
 from .audit import check_received
 from .concurrency import Concurrency
 from .partial import PartialFile
-from .plan import FileSpec
+from .plans import FileSpec
 from .pool import task_group
 from .progress import Progress
 from .retry import Mismatch

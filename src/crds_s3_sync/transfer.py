@@ -35,7 +35,7 @@ from .concurrency import Window
 from .errors import SourceError, SyncError
 from .layout import temporary_name
 from .locks import file_lock
-from .plan import FileSpec
+from .plans import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
 from .ranged import Buffers, RangedFile

@@ -17,10 +17,10 @@ import anyio
 
 from .audit import Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
-from .layout import Kind, check_cache_layout, relative_path, write_cache_config
+from .layout import Kind, check_cache_layout, crds_environment, relative_path, write_cache_config
 from .mapping import Mapping
 from .mapping_index import MappingIndex
-from .plan import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
+from .plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
 from .settings import Location, Settings
@@ -56,6 +56,11 @@ class SyncOptions:
     action: Action = Action.sync
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
 
+    @property
+    def fetches(self) -> bool:
+        """Whether the run may fetch references (and so may use helper processes)."""
+        return self.action in (Action.sync, Action.repair) and not self.dry_run
+
 
 @dataclass
 class SyncResult:
@@ -66,9 +71,10 @@ class SyncResult:
     key: str = ""
     problems: list[Problem] = field(default_factory=list)  # check, repair
     purged: list[Path] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)  # for crds to read the cache
 
 
-async def sync(
+async def run_stages(
     settings: Settings, options: SyncOptions, progress: Progress, helpers: "Helpers | None" = None
 ) -> SyncResult:
     start = time.monotonic()
@@ -88,7 +94,10 @@ async def sync(
         if options.shard:
             plan = shard(plan, *options.shard)
         result = SyncResult(
-            contexts, plan, key=cache_key(plan, settings.observatory, settings.layout)
+            contexts,
+            plan,
+            key=cache_key(plan, settings.observatory, settings.layout),
+            environment=crds_environment(settings.cache, settings.observatory, settings.layout),
         )
         fetch = await _act(options, settings, result)
         if fetch is not None:
