@@ -126,6 +126,23 @@ def test_ctrl_c_stops_cleanly_with_a_summary(make_bucket, tmp_path) -> None:
     assert not [n for n in files_under(cache) if Path(n).name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("when", ["references", "big"], ids=["mid-small-files", "mid-ranged-file"])
+def test_sigterm_and_sighup_stop_like_ctrl_c(make_bucket, tmp_path, sig: int, when: str) -> None:
+    """A batch system's time limit (SIGTERM) or a closed terminal (SIGHUP): one line,
+    128 + the signal, and nothing hidden left but a large file's resumable parts."""
+    big = big_reference()
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 4 << 20})
+    cache = tmp_path / "cache"
+    code, _, err = signal_at(bucket, cache, sig, when, 10, big)
+    assert code == 128 + sig, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"crds-s3-sync: stopped by {signal.Signals(sig).name}; "), line
+    hidden = [Path(n).name for n in files_under(cache) if Path(n).name.startswith(".")]
+    assert not [n for n in hidden if not n.endswith((".part", ".part.json"))], hidden
+    check_nothing_wrong(cache, bucket)
+
+
 # -- a full disk -----------------------------------------------------------------------------
 
 

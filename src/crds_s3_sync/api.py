@@ -15,6 +15,7 @@ command's exit 2); files that could not be fetched raise `FilesFailed`, a
 """
 
 import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import anyio
 from .cores import Helpers, default_processes
 from .errors import SyncError
 from .platforms import EVENT_LOOP, check_platform, fit_open_files
+from .pool import task_group
 from .progress import Progress
 from .retry import RETRY_TIME
 from .settings import Env, Layout, Settings, resolve_settings
@@ -63,6 +65,17 @@ class Options(TypedDict, total=False):
     part_size: int
     multipart_threshold: int
     retry_time: float
+
+
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was ended by SIGTERM or SIGHUP, as Ctrl-C ends it (KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class FilesFailed(SyncError):
@@ -154,16 +167,37 @@ def execute(run: Run, progress: Progress | None = None) -> SyncResult:
     if run.options.fetches:
         helpers = Helpers.fork(run.processes, run.settings, run.options.transfer)
     results: list[SyncResult] = []
+    stopped_by: list[int] = []
 
     async def main() -> None:
-        results.append(await run_stages(run.settings, run.options, progress or Progress(), helpers))
+        async with task_group() as group:
+            group.start_soon(_stop_on_signal, group.cancel_scope, stopped_by)
+            stages = run_stages(run.settings, run.options, progress or Progress(), helpers)
+            results.append(await stages)
+            group.cancel_scope.cancel()
 
+    before = {signum: signal.getsignal(signum) for signum in STOPPING}
     try:
         anyio.run(main, backend_options=EVENT_LOOP)
     finally:
+        for signum, handler in before.items():  # asyncio leaves the default behind
+            signal.signal(signum, handler)
         if helpers is not None:
             helpers.close()
+    if stopped_by:
+        raise Stopped(stopped_by[0])
     return results[0]
+
+
+async def _stop_on_signal(scope: anyio.CancelScope, stopped_by: list[int]) -> None:
+    """SIGTERM (a batch system's time limit, `timeout`) and SIGHUP (a closed terminal)
+    end the run as Ctrl-C does: transfers cancelled, their temporary and lock files
+    removed, what is complete kept."""
+    with anyio.open_signal_receiver(*STOPPING) as signals:
+        async for signum in signals:
+            stopped_by.append(signum)
+            scope.cancel()
+            return
 
 
 async def execute_async(run: Run, progress: Progress | None = None) -> SyncResult:

@@ -3,12 +3,14 @@
 Exit status: 0 every planned file is valid in the cache; 1 some files failed, or
 --check found problems; 2 usage, configuration or source errors, a full disk, or
 a network or credentials setup that no retry can fix (nothing was written beyond
-verified files); 3 an internal error (`command`); 130 interrupted.
+verified files); 3 an internal error (`command`); 130 interrupted (Ctrl-C), 143
+and 129 stopped by SIGTERM and SIGHUP.
 """
 
 import gc
 import json
 import logging
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.filesize import decimal
 
 from . import __version__
-from .api import Options, execute, prepare
+from .api import Options, Stopped, execute, prepare
 from .command import OneLineCommand
 from .cores import MOST
 from .errors import SyncError
@@ -359,11 +361,13 @@ def run(
             f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True
         )
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {exc}"
         Console(stderr=True).print(
-            f"crds-s3-sync: interrupted; {_so_far(progress)}", highlight=False, soft_wrap=True
+            f"crds-s3-sync: {what}; {_so_far(progress)}", highlight=False, soft_wrap=True
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + signum) from None
     document = _as_json(result, options, settings.cache)
     if json_:
         print(json.dumps(document, indent=1))

@@ -3,8 +3,8 @@
 Exit codes: 0 done; 1 files failed or problems found; 2 a mistake in how the tool
 was called or configured (usage errors included: one line in the tool's own
 words, not a framed box); 3 a fault of the tool itself, reported as one line
-saying where its traceback was written (`--debug` prints it instead); 130 and
-143 interrupted.
+saying where its traceback was written (`--debug` prints it instead); 130, 143
+and 129 interrupted by Ctrl-C, SIGTERM and SIGHUP.
 """
 
 import os

@@ -162,6 +162,8 @@ class Helpers:
 def _serve(sock: socket.socket, settings: Settings, options: TransferOptions) -> NoReturn:
     """The helper's whole life; it never returns into the command's code."""
     code = 0
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # the main process ends us, cleanly
+        signal.signal(signum, signal.SIG_IGN)
     try:
         anyio.run(_work, sock, settings, options, backend_options=EVENT_LOOP)
     except KeyboardInterrupt:
