@@ -14,21 +14,21 @@ import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.filesize import decimal
 
 from . import __version__
 from .api import Options, Stopped, execute, prepare
 from .command import OneLineCommand
 from .cores import MOST
 from .errors import SyncError
+from .outcomes import outcome_of
 from .progress import JsonLines, Progress, make_progress
 from .s3errors import one_line
 from .settings import Env, Layout
-from .stages import Action, SyncOptions, SyncResult
+from .stages import Action
 from .transfer import TransferOptions
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -344,7 +344,7 @@ def run(
         "multipart_threshold": threshold if _given(ctx, "threshold") else None,
         "retry_time": retry_time,
     }
-    console = Console(stderr=True, quiet=quiet)
+    console = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a CI log wraps its own lines
     progress = None
     try:
         run = prepare(action, {k: v for k, v in given.items() if v is not None})  # type: ignore[misc]
@@ -357,31 +357,38 @@ def run(
         gc.freeze()  # what imports made (botocore's models) is never garbage: stop re-scanning it
         result = execute(run, progress)
     except SyncError as exc:
-        Console(stderr=True).print(
-            f"crds-s3-sync: error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True
-        )
-        raise typer.Exit(2) from None
+        _fail(f"error: {one_line(exc)}", 2, json_, log_format)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {exc}"
-        Console(stderr=True).print(
-            f"crds-s3-sync: {what}; {_so_far(progress)}", highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(128 + signum) from None
-    document = _as_json(result, options, settings.cache)
+        _fail(f"{what}; {_so_far(progress)}", 128 + signum, json_, log_format)
+    outcome = outcome_of(result, options, settings.cache)
+    document = outcome.document()
     if json_:
         print(json.dumps(document, indent=1))
     else:
-        _list(result, action, settings.cache)
+        for line in outcome.listing():
+            print(line)
     if isinstance(progress, JsonLines):  # the summary as one more event, not prose
         progress.emit("summary", **{k: v for k, v in document.items() if k != "plan"})
     else:
-        if action in (Action.check, Action.repair, Action.purge):
-            _summarize_upkeep(console, result, options)
-        if action in (Action.sync, Action.repair) and not (dry_run and action is Action.repair):
-            _summarize(console, result, settings.cache, dry_run)
-    unfixed = result.problems if action is Action.check else []
-    raise typer.Exit(1 if result.report.failed or unfixed else 0)
+        for line in outcome.summary():
+            console.print(line, highlight=False, markup=False)
+        for line in outcome.failures():
+            console.print(line, style="red", highlight=False, markup=False)
+    raise typer.Exit(outcome.exit_code())
+
+
+def _fail(message: str, code: int, json_: bool, log_format: "LogFormat") -> NoReturn:
+    """The run ends early: one line on stderr (an event, with --log-format json), and
+    with --json still one document on stdout."""
+    if log_format is LogFormat.json:
+        JsonLines(sys.stderr).emit("error", message=message, exit=code)
+    else:
+        sys.stderr.write(f"crds-s3-sync: {message}\n")
+    if json_:
+        print(json.dumps({"error": message.removeprefix("error: "), "exit": code}, indent=1))
+    raise typer.Exit(code)
 
 
 def _so_far(progress: Progress | None) -> str:
@@ -393,91 +400,6 @@ def _so_far(progress: Progress | None) -> str:
         f"{progress.done_files} of {progress.files} files done ({downloaded} downloaded, "
         f"{progress.skipped} already valid, {progress.failed} failed); run again to resume"
     )
-
-
-def _list(result: SyncResult, action: Action, cache: Path) -> None:
-    """Without --json, stdout gets what the action is asked for, one item a line."""
-    if action is Action.key:
-        print(result.key)
-    elif action in (Action.check, Action.repair):
-        for problem in result.problems:
-            print(f"{problem.kind} {problem.spec.path} ({problem.detail})")
-    elif action is Action.purge:
-        for path in result.purged:
-            print(path.relative_to(cache))
-
-
-def _summarize_upkeep(console: Console, result: SyncResult, options: SyncOptions) -> None:
-    if options.action is Action.purge:
-        verb = "Would remove" if options.dry_run else "Removed"
-        console.print(f"{verb} {len(result.purged)} files the selection does not need")
-        return
-    missing = sum(problem.kind == "missing" for problem in result.problems)
-    how = "size and SHA-1" if options.transfer.verify else "size"
-    console.print(
-        f"Checked {len(result.plan)} files by {how}: {missing} missing, "
-        f"{len(result.problems) - missing} corrupt",
-        highlight=False,
-    )
-
-
-def _summarize(console: Console, result: SyncResult, cache: Path, dry_run: bool) -> None:
-    total = sum(spec.size or 0 for spec in result.plan)
-    contexts = ", ".join(result.contexts)
-    if len(result.contexts) > 4:
-        contexts = (
-            f"{len(result.contexts)} contexts ({result.contexts[0]} .. {result.contexts[-1]})"
-        )
-    if dry_run:
-        kinds: dict[str, int] = {}
-        for spec in result.plan:
-            kinds[spec.kind.value] = kinds.get(spec.kind.value, 0) + 1
-        counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-        console.print(
-            f"Plan for {contexts}: {len(result.plan)} files ({counts}), "
-            f"{decimal(total)}; nothing written (dry run)",
-            highlight=False,
-        )
-        return
-    report = result.report
-    rate = decimal(int(total / result.seconds)) if result.seconds else "-"
-    console.print(
-        f"Synced {contexts} into {cache}: {report.downloaded} downloaded, {report.skipped} "
-        f"already valid, {len(report.failed)} failed, {report.retries} retries; "
-        f"{decimal(total)} in {result.seconds:.1f} s ({rate}/s)",
-        highlight=False,
-    )
-    if report.unverified:
-        console.print(
-            f"{len(report.unverified)} files had no SHA-1 in server_config and were "
-            f"checked by size only: {', '.join(report.unverified[:5])}",
-            highlight=False,
-        )
-    for failure in report.failed:
-        console.print(f"[red]failed[/] {failure['name']}: {failure['error']}", highlight=False)
-
-
-def _as_json(result: SyncResult, options: SyncOptions, cache: Path) -> dict[str, object]:
-    document: dict[str, object] = {
-        "contexts": result.contexts,
-        "key": result.key,
-        "files": len(result.plan),
-        "bytes": sum(spec.size or 0 for spec in result.plan),
-        "downloaded": result.report.downloaded,
-        "skipped": result.report.skipped,
-        "failed": result.report.failed,
-        "unverified": result.report.unverified,
-        "retries": result.report.retries,
-        "resumed_bytes": result.report.resumed_bytes,
-        "seconds": round(result.seconds, 3),
-    }
-    if options.dry_run or options.action is Action.key:
-        document["plan"] = [spec.as_json() for spec in result.plan]
-    if options.action in (Action.check, Action.repair):
-        document["problems"] = [problem.as_json() for problem in result.problems]
-    if options.action is Action.purge:
-        document["purged"] = [str(path.relative_to(cache)) for path in result.purged]
-    return document
 
 
 def main() -> None:

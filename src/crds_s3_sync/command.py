@@ -7,6 +7,7 @@ saying where its traceback was written (`--debug` prints it instead); 130, 143
 and 129 interrupted by Ctrl-C, SIGTERM and SIGHUP.
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -34,22 +35,28 @@ class OneLineCommand(TyperCommand):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
+        message = None
         try:
             code = super().main(argv, prog_name or PROGRAM, complete_var, False, **extra)
         except typer.TyperException as exc:  # click's usage errors: a bad flag or value
-            say(f"error: {' '.join(exc.format_message().split())} (see {PROGRAM} --help)")
+            message = f"error: {' '.join(exc.format_message().split())} (see {PROGRAM} --help)"
             code = getattr(exc, "exit_code", USAGE)
         except typer.Abort:
             code = 130
         except Exception as exc:  # the tool's own fault: said, kept, exit 3
-            code = internal_error(exc, "--debug" in argv)
+            message, code = internal_error(exc, "--debug" in argv), INTERNAL
+        if message:
+            say(message)
+            if "--json" in argv:  # stdout holds one JSON document whatever happened
+                error = message.removeprefix("error: ")
+                print(json.dumps({"error": error, "exit": code}, indent=1))
         if not standalone_mode:
             return code
         sys.exit(code or 0)
 
 
-def internal_error(exc: BaseException, debug: bool) -> int:
-    """One line for a fault of the tool; its traceback printed (`--debug`) or kept
+def internal_error(exc: BaseException, debug: bool) -> str:
+    """The line for a fault of the tool; its traceback printed (`--debug`) or kept
     in a file that the line names, for a bug report."""
     text = "".join(traceback.format_exception(exc))
     if debug:
@@ -61,8 +68,7 @@ def internal_error(exc: BaseException, debug: bool) -> int:
             file.write(text)
         where = f"in {path}"
     what = " ".join(str(exc).split())[:200]
-    say(f"internal error: {type(exc).__name__}: {what}; the traceback is {where} (report it)")
-    return INTERNAL
+    return f"internal error: {type(exc).__name__}: {what}; the traceback is {where} (report it)"
 
 
 def say(line: str) -> None:

@@ -302,6 +302,7 @@ async def _receive(reader: asyncio.StreamReader) -> dict | None:
 def _fold(report: Report, other: Report) -> None:
     """Add a helper's report to the main process's."""
     report.downloaded += other.downloaded
+    report.downloaded_bytes += other.downloaded_bytes
     report.skipped += other.skipped
     report.retries += other.retries
     report.resumed_bytes += other.resumed_bytes

@@ -136,6 +136,7 @@ async def _act(
     """Everything but fetching; returns what to fetch, or None."""
     cache, plan = settings.cache, result.plan
     if options.action in (Action.check, Action.repair):
+        check_cache_layout(cache, settings.observatory, settings.layout)
         result.problems = await anyio.to_thread.run_sync(
             check, plan, cache, options.transfer.verify
         )
@@ -149,7 +150,13 @@ async def _act(
         if not options.dry_run:
             await anyio.to_thread.run_sync(remove, result.purged)
         return None
-    if options.action is Action.key or options.dry_run:
+    if options.action is Action.key:
+        return None
+    if options.dry_run:  # what the run would fetch: the missing and corrupt files
+        check_cache_layout(cache, settings.observatory, settings.layout)
+        result.problems = await anyio.to_thread.run_sync(
+            check, plan, cache, options.transfer.verify
+        )
         return None
     return plan
 

@@ -79,11 +79,17 @@ class TransferOptions:
 @dataclass
 class Report:
     downloaded: int = 0
+    downloaded_bytes: int = 0  # the sizes of the files downloaded, resumed parts included
     skipped: int = 0
     retries: int = 0
     resumed_bytes: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
+
+    @property
+    def fetched_bytes(self) -> int:
+        """Bytes this run brought over the network into the cache."""
+        return self.downloaded_bytes - self.resumed_bytes
 
 
 @dataclass
@@ -150,6 +156,7 @@ class Transfer:
             self.progress.finished(spec, "skipped", size)
             return
         self.report.downloaded += 1
+        self.report.downloaded_bytes += size
         if spec.sha1 is None:
             self.report.unverified.append(spec.name)
         self.progress.finished(spec, "downloaded")

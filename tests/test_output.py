@@ -1,0 +1,95 @@
+"""What the command tells, off a terminal: one line per event, nothing wrapped,
+one JSON document on stdout with --json whatever happens, numbers of this run."""
+
+import json
+
+import pytest
+
+CONTEXT = ["--context", "roman_0007.pmap"]
+
+
+@pytest.fixture
+def bucket(make_bucket):
+    return make_bucket("roman")
+
+
+def test_a_long_summary_is_one_line(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / ("a-cache-under-a-long-name-" * 4)
+    result = cli(*bucket.args(), "--cache", cache, *CONTEXT)
+    assert result.exit_code == 0, result.stderr
+    (summary,) = [line for line in result.stderr.splitlines() if line.startswith("Synced ")]
+    assert len(summary) > 120 and str(cache) in summary
+
+
+def test_rates_count_what_this_run_fetched(bucket, cli, tmp_path) -> None:
+    args = (*bucket.args(), "--cache", tmp_path / "cache", *CONTEXT, "--json")
+    first = json.loads(cli(*args).stdout)
+    assert first["fetched_bytes"] == first["bytes"] > 0
+    again = cli(*args[:-1])
+    (summary,) = [line for line in again.stderr.splitlines() if line.startswith("Synced ")]
+    assert "0 downloaded" in summary and "0 bytes fetched" in summary
+    assert json.loads(cli(*args).stdout)["fetched_bytes"] == 0
+
+
+def test_dry_run_says_what_it_would_fetch_and_lists_it(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    plan = json.loads(cli(*bucket.args(), "--cache", cache, *CONTEXT, "--dry-run", "--json").stdout)
+    refs = [f for f in plan["plan"] if f["kind"] == "reference"]
+    cli(*bucket.args(), "--cache", cache, *CONTEXT)
+    for gone in refs[:3]:
+        (cache / gone["path"]).unlink()
+
+    dry = cli(*bucket.args(), "--cache", cache, *CONTEXT, "--dry-run")
+    assert dry.exit_code == 0
+    assert sorted(dry.stdout.split()) == sorted(f["path"] for f in refs[:3])
+    assert "3 to download" in dry.stderr and f"{plan['files'] - 3} already valid" in dry.stderr
+    assert all((cache / f["path"]).exists() for f in refs[3:])
+
+
+def test_dry_run_refuses_what_the_real_run_refuses(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    assert cli(*bucket.args(), "--cache", cache, *CONTEXT).exit_code == 0
+    dry = cli(*bucket.args(), "--cache", cache, *CONTEXT, "--layout", "instrument", "--dry-run")
+    assert dry.exit_code == 2 and "laid out 'flat'" in dry.stderr
+
+
+def test_repair_counts_what_it_fetched_and_what_was_valid(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    plan = json.loads(cli(*bucket.args(), "--cache", cache, *CONTEXT, "--json").stdout)
+    refs = sorted((cache / "references" / "roman").iterdir())
+    refs[0].unlink()
+    repaired = cli(*bucket.args(), "--cache", cache, *CONTEXT, "--repair")
+    assert repaired.exit_code == 0, repaired.stderr
+    (summary,) = [line for line in repaired.stderr.splitlines() if line.startswith("Repaired ")]
+    assert f"1 of {plan['files']} files missing or corrupt, 1 fetched" in summary
+    assert f"{plan['files'] - 1} already valid" in summary
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bucket", "no-such-bucket-anywhere"], ["--jobs", "0"]],
+    ids=["source-error", "usage-error"],
+)
+def test_json_holds_one_document_even_for_an_error(endpoint, cli, tmp_path, args) -> None:
+    result = cli(*args, "--endpoint-url", endpoint, "--cache", tmp_path, "--json")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["exit"] == 2 and document["error"]
+    assert not document["error"].startswith("error:")
+
+
+def test_json_log_format_makes_an_error_an_event(endpoint, cli, tmp_path) -> None:
+    result = cli(
+        "--bucket",
+        "no-such-bucket-anywhere",
+        "--endpoint-url",
+        endpoint,
+        "--cache",
+        tmp_path,
+        "--log-format",
+        "json",
+    )
+    assert result.exit_code == 2
+    event = json.loads(result.stderr.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["exit"] == 2
+    assert "no-such-bucket-anywhere" in event["message"]
