@@ -2,6 +2,10 @@
 one JSON document on stdout with --json whatever happens, numbers of this run."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -93,3 +97,36 @@ def test_json_log_format_makes_an_error_an_event(endpoint, cli, tmp_path) -> Non
     event = json.loads(result.stderr.strip().splitlines()[-1])
     assert event["event"] == "error" and event["exit"] == 2
     assert "no-such-bucket-anywhere" in event["message"]
+
+
+def test_help_reads_well_at_80_columns(cli, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "<bool>" not in result.stdout
+    flags = {line.split()[0] for line in lines if line.strip().startswith("--")}
+    assert {"--all", "--verify", "--json", "--dry-run"} <= flags
+    all_line = next(line for line in lines if line.strip().startswith("--all "))
+    assert all_line.split()[1] == "Every"  # a flag shows no value
+    assert "Exit status:" in result.stdout and "Examples:" in result.stdout
+
+
+def test_shell_completion_is_available() -> None:
+    """The script bash would install, and bash's question answered: what completes
+    `--las`."""
+    command = [sys.executable, "-m", "crds_s3_sync"]
+    shown = subprocess.run(
+        [*command, "--show-completion", "bash"], capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0 and "complete -o default" in shown.stdout
+    variable = re.search(r"(_[A-Z0-9_]+_COMPLETE)=complete_bash", shown.stdout).group(1)
+    answer = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, variable: "complete_bash", "COMP_WORDS": "x --las", "COMP_CWORD": "1"},
+    )
+    assert answer.stdout.split() == ["--last"]

@@ -31,12 +31,7 @@ from .settings import Env, Layout
 from .stages import Action
 from .transfer import TransferOptions
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-SELECTION = "Selection (at most one; default: CRDS_CONTEXT, else the operational context)"
-SOURCE = "Source"
-CACHE = "Cache"
-RUN = "Run"
-CI = "CI and shared caches"
+app = typer.Typer(pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 class LogFormat(StrEnum):
@@ -88,28 +83,47 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Examples:
+  crds-s3-sync                      the operational context (or $CRDS_CONTEXT)
+  crds-s3-sync --last 2             the newest two contexts
+  crds-s3-sync --all --dry-run      what every context needs; fetch nothing
+  crds-s3-sync --check --verify     re-hash the cache against the plan
+  crds-s3-sync --observatory jwst --bucket MIRROR --prefix crds --last 1
+
+\b
+Exit status:
+  0    every planned file is valid in the cache
+  1    some files failed (the rest were synced), or problems were found
+  2    a usage, configuration or source error (nothing unverified written)
+  3    an internal error (its traceback is saved; --debug prints it)
+  130  Ctrl-C; 143 SIGTERM; 129 SIGHUP (run again to resume)
+"""
+
+
+@app.command(
+    cls=OneLineCommand,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 def run(
     ctx: typer.Context,
-    all_: Annotated[
-        bool, typer.Option("--all", help="Every context in the bucket.", rich_help_panel=SELECTION)
-    ] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every context in the bucket.")] = False,
     last: Annotated[
         int | None,
-        typer.Option(min=1, metavar="N", help="The newest N contexts.", rich_help_panel=SELECTION),
+        typer.Option(min=1, metavar="N", help="The newest N contexts."),
     ] = None,
     context: Annotated[
         list[str] | None,
         typer.Option(
             metavar="NAME",
             help="A .pmap, or an .imap/.rmap for part of one; repeatable.",
-            rich_help_panel=SELECTION,
         ),
     ] = None,
     observatory: Annotated[
         str | None,
         typer.Option(
-            help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman).", rich_help_panel=SOURCE
+            metavar="NAME", help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman)."
         ),
     ] = None,
     env: Annotated[
@@ -117,25 +131,23 @@ def run(
         typer.Option(
             "--env",
             help="With --observatory: the preset bucket and prefix.",
-            rich_help_panel=SOURCE,
         ),
     ] = None,
     bucket: Annotated[
-        str | None, typer.Option(help="(env CRDS_S3_BUCKET)", rich_help_panel=SOURCE)
+        str | None, typer.Option(metavar="BUCKET", help="(env CRDS_S3_BUCKET)")
     ] = None,
     prefix: Annotated[
-        str | None, typer.Option(help="(env CRDS_S3_PREFIX)", rich_help_panel=SOURCE)
+        str | None, typer.Option(metavar="PREFIX", help="(env CRDS_S3_PREFIX)")
     ] = None,
     endpoint_url: Annotated[
         str | None,
-        typer.Option(help="Another S3 endpoint (env AWS_ENDPOINT_URL).", rich_help_panel=SOURCE),
+        typer.Option(metavar="URL", help="Another S3 endpoint (env AWS_ENDPOINT_URL)."),
     ] = None,
     no_sign_request: Annotated[
         bool,
         typer.Option(
             "--no-sign-request",
             help="Anonymous requests (automatic for public buckets and when no credentials exist).",
-            rich_help_panel=SOURCE,
         ),
     ] = False,
     pickles: Annotated[
@@ -144,36 +156,32 @@ def run(
             "--pickles",
             help="Walk contexts from the bucket's context pickles, as HST's buckets hold them"
             " (automatic when there are pickles and no mappings; env CRDS_USE_PICKLED_CONTEXTS).",
-            rich_help_panel=SOURCE,
         ),
     ] = False,
     cache: Annotated[
         Path | None,
         typer.Option(
-            help="The CRDS cache (env CRDS_PATH; default /tmp/crds_cache).", rich_help_panel=CACHE
+            metavar="PATH", help="The CRDS cache (env CRDS_PATH; default /tmp/crds_cache)."
         ),
     ] = None,
     layout: Annotated[
         Layout | None,
         typer.Option(
             help="Reference subdirectories (env CRDS_REF_SUBDIR_MODE; default flat).",
-            rich_help_panel=CACHE,
         ),
     ] = None,
     mappings_only: Annotated[
         bool,
-        typer.Option(
-            "--mappings-only", help="Rules files only, no references.", rich_help_panel=CACHE
-        ),
+        typer.Option("--mappings-only", help="Rules files only, no references."),
     ] = False,
     jobs: Annotated[
         int,
         typer.Option(
             min=1,
             max=1024,
+            metavar="N",
             help="The most requests in flight, all files together; the run finds how many"
             " within it pay.",
-            rich_help_panel=RUN,
         ),
     ] = TransferOptions.jobs,
     processes: Annotated[
@@ -181,9 +189,9 @@ def run(
         typer.Option(
             min=1,
             max=64,
+            metavar="N",
             help="Processes fetching small files, an event loop each (default: one per"
             f" usable core, at most {MOST}).",
-            rich_help_panel=RUN,
         ),
     ] = None,
     part_size: Annotated[
@@ -191,7 +199,6 @@ def run(
         typer.Option(
             parser=parse_size,
             metavar="SIZE",
-            rich_help_panel=RUN,
             help="Size of one ranged GET of a large file (e.g. 8M, 512K).",
         ),
     ] = f"{TransferOptions.part_size >> 20}M",
@@ -201,7 +208,6 @@ def run(
             "--multipart-threshold",
             parser=parse_size,
             metavar="SIZE",
-            rich_help_panel=RUN,
             help="Files this big or bigger are fetched as concurrent ranged GETs.",
         ),
     ] = f"{TransferOptions.threshold >> 20}M",
@@ -211,7 +217,6 @@ def run(
             min=0,
             metavar="SECONDS",
             help="How long one request keeps being retried before its file fails.",
-            rich_help_panel=RUN,
         ),
     ] = TransferOptions.retry_time,
     dry_run: Annotated[
@@ -219,7 +224,6 @@ def run(
         typer.Option(
             "--dry-run",
             help="Plan only; write nothing (with --repair: check only; --purge: list only).",
-            rich_help_panel=RUN,
         ),
     ] = False,
     print_key: Annotated[
@@ -227,7 +231,6 @@ def run(
         typer.Option(
             "--print-key",
             help="Print a cache key for the selection's files (for CI caches); fetch nothing.",
-            rich_help_panel=CI,
         ),
     ] = False,
     check: Annotated[
@@ -235,7 +238,6 @@ def run(
         typer.Option(
             "--check",
             help="List missing and corrupt files (by size; SHA-1 with --verify); exit 1 if any.",
-            rich_help_panel=CI,
         ),
     ] = False,
     repair: Annotated[
@@ -243,7 +245,6 @@ def run(
         typer.Option(
             "--repair",
             help="Check, then fetch exactly the missing and corrupt files.",
-            rich_help_panel=CI,
         ),
     ] = False,
     purge: Annotated[
@@ -252,7 +253,6 @@ def run(
             "--purge",
             help="Remove the observatory's mappings, references and pickles the selection"
             " does not need.",
-            rich_help_panel=CI,
         ),
     ] = False,
     shard_text: Annotated[
@@ -261,34 +261,29 @@ def run(
             "--shard",
             metavar="K/N",
             help="Only the K-th of N shards of the plan (by a hash of each name).",
-            rich_help_panel=CI,
         ),
     ] = None,
     log_format: Annotated[
         LogFormat,
-        typer.Option(help="json: one JSON object per event on stderr.", rich_help_panel=RUN),
+        typer.Option(help="json: one JSON object per event on stderr."),
     ] = LogFormat.text,
     verify: Annotated[
         bool,
         typer.Option(
             "--verify",
             help="Re-hash files already in the cache instead of trusting their size.",
-            rich_help_panel=RUN,
         ),
     ] = False,
     json_: Annotated[
         bool,
-        typer.Option("--json", help="One JSON document on stdout at the end.", rich_help_panel=RUN),
+        typer.Option("--json", help="One JSON document on stdout at the end."),
     ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress, no summary.", rich_help_panel=RUN)
-    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
     debug: Annotated[
         bool,
         typer.Option(
             "--debug",
             help="On an internal error (exit 3), print the traceback instead of saving it.",
-            rich_help_panel=RUN,
         ),
     ] = False,
     version: Annotated[
