@@ -4,8 +4,10 @@ one JSON document on stdout with --json whatever happens, numbers of this run.""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -130,3 +132,43 @@ def test_shell_completion_is_available() -> None:
         env={**os.environ, variable: "complete_bash", "COMP_WORDS": "x --las", "COMP_CWORD": "1"},
     )
     assert answer.stdout.split() == ["--last"]
+
+
+def test_a_stalled_endpoint_is_never_silent(tmp_path) -> None:
+    """An endpoint that accepts and never answers: the run says what it reads, says
+    what it waits for once a read timeout passes, retries, and gives up in one line."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        options = ["--bucket", "quiet", "--no-sign-request", "--endpoint-url", endpoint]
+        options += ["--cache", str(tmp_path), "--timeout", "1", "--retry-time", "4"]
+        done = subprocess.run(
+            [sys.executable, "-m", "crds_s3_sync", *options],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert lines[0] == "reading s3://quiet/config/roman/server_config"
+    assert any(
+        line.startswith("no answer for ") and "s3://quiet/config/roman/server_config" in line
+        for line in lines
+    ), done.stderr
+    assert any(line.startswith("retrying (") for line in lines)
+    assert lines[-1].startswith("crds-s3-sync: error: ") and "gave up after" in lines[-1]

@@ -65,6 +65,7 @@ class Options(TypedDict, total=False):
     part_size: int
     multipart_threshold: int
     retry_time: float
+    timeout: float
 
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
@@ -132,13 +133,17 @@ def prepare(action: Action, options: Options) -> Run:
         layout=_choice(Layout, "layout", options.get("layout")),
         pickles=options.get("pickles", False),
     )
+    timeout = options.get("timeout", defaults.timeout)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise SyncError(f"timeout={timeout!r}: must be a number of seconds above 0")
     transfer = TransferOptions(
-        jobs,
-        part_size or defaults.part_size,
-        threshold or defaults.threshold,
-        options.get("verify", False),
-        options.get("retry_time", RETRY_TIME),
-        part_size is not None or threshold is not None,
+        jobs=jobs,
+        part_size=part_size or defaults.part_size,
+        threshold=threshold or defaults.threshold,
+        verify=options.get("verify", False),
+        retry_time=options.get("retry_time", RETRY_TIME),
+        timeout=timeout,
+        split_named=part_size is not None or threshold is not None,
     )
     sync_options = SyncOptions(
         Selection(all=options.get("all", False), last=options.get("last"), names=names),

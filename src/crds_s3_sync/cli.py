@@ -219,6 +219,15 @@ def run(
             help="How long one request keeps being retried before its file fails.",
         ),
     ] = TransferOptions.retry_time,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            metavar="SECONDS",
+            help="A request that receives nothing for this long is sent again; a run"
+            " waiting this long says what for.",
+        ),
+    ] = TransferOptions.timeout,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -338,6 +347,7 @@ def run(
         "part_size": part_size if _given(ctx, "part_size") else None,
         "multipart_threshold": threshold if _given(ctx, "threshold") else None,
         "retry_time": retry_time,
+        "timeout": timeout,
     }
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a CI log wraps its own lines
     progress = None

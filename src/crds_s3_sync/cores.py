@@ -180,7 +180,7 @@ async def _work(sock: socket.socket, settings: Settings, options: TransferOption
     async with AsyncExitStack() as stack:
         try:
             source: S3Source | None = await stack.enter_async_context(
-                S3Source(settings, options.jobs, relay, options.retry_time)
+                S3Source(settings, options.jobs, relay, options.retry_time, options.timeout)
             )
             failure: SyncError | None = None
         except SyncError as exc:  # said only if there is work: the main process may fail alike
@@ -227,6 +227,9 @@ class _Relay(Progress):
     def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
         self.events.append(["t", where, error, tries, elapsed])
 
+    def waiting(self, message: str) -> None:
+        self.events.append(["w", message])
+
     def finished(self, spec: FileSpec, outcome: str, size: int = 0) -> None:
         self.events.append(["f", spec.name, outcome, size])
 
@@ -248,6 +251,8 @@ def _replay(event: list, by_name: dict[str, FileSpec], progress: Progress) -> No
     kind, *args = event
     if kind == "t":
         progress.retrying(*args)
+    elif kind == "w":
+        progress.waiting(*args)
     elif kind == "a":
         progress.advanced(by_name[args[0]], args[1])
     elif kind == "r":

@@ -62,6 +62,13 @@ class Progress:
         if self.retry_lines is not None:
             self.retry_lines.show(where, error, tries, elapsed)
 
+    def note(self, message: str) -> None:
+        """What the run is doing before there are files to count (planning)."""
+
+    def waiting(self, message: str) -> None:
+        """Nothing has answered for a read timeout: what the run waits for."""
+        self.note(message)
+
     def finished(self, spec: "FileSpec", outcome: str, size: int = 0) -> None:
         got = self.in_flight.pop(spec.name, 0)
         self.done_files += 1
@@ -111,6 +118,9 @@ class PlainProgress(Progress):
         self.start = self.last = time.monotonic()
         self.retry_lines = _Retries(console, interval)
 
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
     def refresh(self) -> None:
         now = time.monotonic()
         if now - self.last >= self.interval or self.done_files == self.files:
@@ -147,6 +157,9 @@ class Dashboard(Progress):
     def planned(self, files: int, total_bytes: int) -> None:
         super().planned(files, total_bytes)
         self.bars.update(self.bytes_task, total=total_bytes, description=f"{files} files")
+
+    def note(self, message: str) -> None:
+        self.live.console.print(message, highlight=False, markup=False)  # above the view
 
     def refresh(self) -> None:
         self.bars.update(self.bytes_task, completed=max(self.done_bytes, 0))
@@ -192,6 +205,12 @@ class JsonLines(Progress):
     def planned(self, files: int, total_bytes: int) -> None:
         super().planned(files, total_bytes)
         self.emit("planned", files=files, bytes=total_bytes)
+
+    def note(self, message: str) -> None:
+        self.emit("note", message=message)
+
+    def waiting(self, message: str) -> None:
+        self.emit("waiting", message=message)
 
     def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None:
         super().retrying(where, error, tries, elapsed)

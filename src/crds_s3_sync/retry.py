@@ -36,6 +36,9 @@ class Mismatch(Transient):
 class RetryListener(Protocol):
     def retrying(self, where: str, error: str, tries: int, elapsed: float) -> None: ...
 
+    def waiting(self, message: str) -> None:
+        """Nothing has answered for a while: `message` says what the run waits for."""
+
 
 class Retry:
     """The policy, shared by a whole run so that it counts every retry once."""

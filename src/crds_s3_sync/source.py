@@ -15,10 +15,13 @@ attempt; `retry` decides on more.
 """
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from typing import TypeVar
 
+import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import UNSIGNED
@@ -50,7 +53,7 @@ from .settings import PUBLIC_BUCKETS, Location, Settings
 from .small import SmallReader
 
 T = TypeVar("T")
-CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60  # seconds
+CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
 RESENDS = 4  # a GET sent again for a region or for credentials, at most; not tries
 
 
@@ -67,17 +70,26 @@ class S3Source:
         jobs: int,
         listener: RetryListener | None = None,
         retry_seconds: float | None = None,
+        timeout: float = READ_TIMEOUT,
     ) -> None:
         self.settings = settings
+        self.timeout = timeout
         self.concurrency = Concurrency(jobs)
         self.retry = Retry(
             self.concurrency, listener, RETRY_TIME if retry_seconds is None else retry_seconds
         )
+        self._listener = listener
+        self._pending: dict[int, tuple[str, float]] = {}  # requests sent: where, since when
+        self._tokens = itertools.count()
+        self._last_answer = time.monotonic()
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> "S3Source":
         try:
             await self._open()
+            watchers = await self._stack.enter_async_context(anyio.create_task_group())
+            watchers.start_soon(self._watch)
+            self._stack.callback(watchers.cancel_scope.cancel)
         except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
             await self._stack.aclose()
             raise SetupError(f"AWS configuration: {one_line(exc)}") from None
@@ -107,7 +119,7 @@ class S3Source:
             max_pool_connections=connections,
             retries={"mode": "standard", "total_max_attempts": 1},  # `retry` decides
             connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            read_timeout=self.timeout,
             s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
         )
         self._addresses = Addresses(
@@ -116,15 +128,45 @@ class S3Source:
         trust = Trust.of(await self._addresses.client(self.settings.config.bucket))
         self._translator = Translator(not unsigned, found, trust.ca_bundle)
         self._small = await self._stack.enter_async_context(
-            SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, READ_TIMEOUT)
+            SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, self.timeout)
         )
         self._bulk = BulkReader(
-            min(BULK_THREADS, self.concurrency.ceiling), READ_TIMEOUT, trust, self._translator
+            min(BULK_THREADS, self.concurrency.ceiling), self.timeout, trust, self._translator
         )
         self._stack.callback(self._bulk.close)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    # -- never silent ------------------------------------------------------------------
+
+    @contextmanager
+    def _sent(self, where: str) -> Iterator[None]:
+        """A request on its way: what the run waits for, until it is answered."""
+        token = next(self._tokens)
+        self._pending[token] = (where, time.monotonic())
+        try:
+            yield
+        finally:
+            del self._pending[token]
+            self._last_answer = time.monotonic()
+
+    async def _watch(self) -> None:
+        """While requests are out and none has been answered for a read timeout (30 s
+        at most), say so, once per such stretch; retry lines say the rest."""
+        interval = min(self.timeout, 30.0)
+        said = 0.0
+        while True:
+            await anyio.sleep(interval / 4)
+            now = time.monotonic()
+            quiet_for = now - max(self._last_answer, said)
+            if self._pending and quiet_for >= interval and self._listener is not None:
+                where, since = min(self._pending.values(), key=lambda item: item[1])
+                self._listener.waiting(
+                    f"no answer for {now - self._last_answer:.0f} s: waiting for "
+                    f"{len(self._pending)} requests, the oldest {where} ({now - since:.0f} s)"
+                )
+                said = now
 
     # -- object GETs -------------------------------------------------------------------
 
@@ -187,7 +229,8 @@ class S3Source:
             addressed = await self._addresses.address(bucket, key)
             request = Request(addressed.url, headers, addressed.proxy, location.url(name))
             try:
-                return await send(request)
+                with self._sent(request.where):
+                    return await send(request)
             except WrongRegion as exc:
                 if exc.region == addressed.region:
                     raise SourceError(str(exc)) from None
@@ -239,7 +282,8 @@ class S3Source:
         """One botocore request (which follows region redirects itself), its failure
         translated as the GET paths translate theirs."""
         try:
-            return await call
+            with self._sent(f"s3://{bucket}/{key}"):
+                return await call
         except (ClientError, BotoCoreError) as exc:
             raise self._explain(exc, bucket, key) from None
 

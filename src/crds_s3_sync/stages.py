@@ -8,6 +8,7 @@ import functools
 import hashlib
 import os
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -79,9 +80,14 @@ async def run_stages(
 ) -> SyncResult:
     start = time.monotonic()
     jobs = options.transfer.jobs
-    async with S3Source(settings, jobs, progress, options.transfer.retry_time) as source:
+    async with S3Source(
+        settings, jobs, progress, options.transfer.retry_time, options.transfer.timeout
+    ) as source:
+        progress.note(f"reading {settings.config.url(SERVER_CONFIG)}")
         config_bytes, server_config = await _load_server_config(source, settings)
         contexts, pickles = await _choose_contexts(source, settings, options, server_config)
+        what = "context pickles" if pickles else "mappings"
+        progress.note(f"reading the {what} of {_counted(contexts, 'context')}")
         if pickles:
             fetch_pickle = _PickleFetcher(source, settings)
             walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
@@ -91,6 +97,11 @@ async def run_stages(
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
+        progress.note(
+            f"planned {_counted(plan, 'file')} from {_counted(walked.mappings, 'mapping')}"
+            if not pickles
+            else f"planned {_counted(plan, 'file')}"
+        )
         if options.shard:
             plan = shard(plan, *options.shard)
         result = SyncResult(
@@ -159,6 +170,10 @@ async def _act(
         )
         return None
     return plan
+
+
+def _counted(items: Sized, noun: str) -> str:
+    return f"{len(items):,} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _prepare_cache(settings: Settings) -> None:

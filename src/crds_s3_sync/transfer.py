@@ -63,6 +63,7 @@ class TransferOptions:
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
     retry_time: float = RETRY_TIME  # seconds a request keeps being retried
+    timeout: float = 30.0  # seconds without a byte before a request is given up and retried
     split_named: bool = False  # part size or threshold given: split as told, not as found
 
     @property
