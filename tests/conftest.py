@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,6 +158,16 @@ def interruptible() -> None:
     a shell that started the tests in the background (bash ignores SIGINT there) or a
     CI runner may have left ignored, and a child inherits."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Lines a run prints as it goes (planning notes, progress, retries, waits), as
+# opposed to what it says about how it ended.
+_PROGRESS = re.compile(r"(reading |planned |retrying \(|no answer for |\d+/\d+ files, )")
+
+
+def final_lines(stderr: str) -> list[str]:
+    """stderr without the lines a run prints as it goes: what it said at the end."""
+    return [line for line in stderr.strip().splitlines() if not _PROGRESS.match(line)]
 
 
 def files_under(root: Path) -> set[str]:

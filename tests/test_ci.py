@@ -281,10 +281,11 @@ def test_json_log_lines(make_bucket, cli, tmp_path) -> None:
     assert result.exit_code == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     kinds = [event["event"] for event in events]
-    assert kinds[0] == "planned"
+    assert kinds[:3] == ["note", "note", "note"]  # reading server_config, mappings; planned
+    assert kinds[3] == "planned"
     downloaded = {event["name"] for event in events if event["event"] == "downloaded"}
     assert downloaded and all(isinstance(event["time"], float) for event in events)
-    assert events[0]["files"] == len(downloaded)
+    assert events[3]["files"] == len(downloaded)
 
 
 def test_no_color_is_honoured(make_bucket, s3, tmp_path) -> None:

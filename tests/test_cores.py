@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import files_under, interruptible, mappings_of
+from conftest import files_under, final_lines, interruptible, mappings_of
 from faults import FaultProxy
 
 NIRSPEC = "jwst_nirspec_0192.imap"  # a few hundred references: enough to share
@@ -196,7 +196,7 @@ def test_helpers_stop_with_their_run_and_leave_no_debris(make_bucket, tmp_path, 
     assert seen["n"] >= 80
     assert process["it"].returncode == (130 if how == "ctrl-c" else -signal.SIGKILL), err
     if how == "ctrl-c":
-        (line,) = err.strip().splitlines()
+        (line,) = final_lines(err)
         assert line.startswith("crds-s3-sync: interrupted; ")
     assert leftover_processes(cache) == []
     assert not [name for name in files_under(cache) if Path(name).name.startswith(".")]

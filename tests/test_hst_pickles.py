@@ -29,6 +29,7 @@ from conftest import (
     Bucket,
     CliResult,
     files_under,
+    final_lines,
     reference_size,
     run_crds,
 )
@@ -251,7 +252,7 @@ def test_pickles_can_be_asked_for_where_mappings_exist(make_bucket, cli, tmp_pat
     result = cli(*bucket.args(), "--cache", tmp_path / "cache", env=env)
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("roman_0004.pmap.pkl: no such context pickle")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(final_lines(result.stderr)) == 1
     assert files_under(tmp_path) == set()
 
 
@@ -293,7 +294,7 @@ def test_a_pickle_that_would_run_code_runs_nothing(
     cache = tmp_path / "cache"
     result = cli(*bucket.args(), "--context", context, "--cache", cache)
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = final_lines(result.stderr)
     assert len(lines) == 1
     assert f"{context}.pkl: refused global" in lines[0]
     assert not marker.exists()
@@ -337,7 +338,7 @@ def test_a_malformed_pickle_is_one_line_and_writes_nothing(
     cache = tmp_path / "cache"
     result = cli(*bucket.args(), "--context", context, "--cache", cache)
     assert result.exit_code == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = final_lines(result.stderr)
     assert len(lines) == 1 and message in lines[0], lines
     assert f"{context}.pkl" in lines[0]
     assert not cache.exists() or files_under(cache) == set()

@@ -6,6 +6,7 @@ is one line naming where its traceback went, and exit 3."""
 from pathlib import Path
 
 import pytest
+from conftest import final_lines
 
 MISTAKES = {
     # flag values
@@ -51,7 +52,7 @@ ON_A_BUCKET = {
 
 def one_error_line(result) -> str:
     assert result.exit_code == 2, (result.exit_code, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = final_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("crds-s3-sync: error: "), lines[0]
     assert "Traceback" not in result.stderr + result.stdout
@@ -94,7 +95,7 @@ def test_an_internal_error_says_where_its_traceback_is(cli, tmp_path, monkeypatc
     monkeypatch.setattr("crds_s3_sync.api.resolve_settings", broken)
     result = cli("--cache", tmp_path / "cache", "--dry-run")
     assert result.exit_code == 3
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = final_lines(result.stderr)
     assert line.startswith("crds-s3-sync: internal error: ZeroDivisionError: a bug; ")
     path = line.split("the traceback is in ")[1].split(" ")[0]
     assert "ZeroDivisionError" in Path(path).read_text()

@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore import UNSIGNED
 from botocore.exceptions import SSLError
-from conftest import RULES, mappings_of
+from conftest import RULES, final_lines, mappings_of
 from connect_proxy import ConnectProxy
 from s3standin import S3StandIn
 from tls_certificates import Certificates, make_certificates
@@ -218,7 +218,7 @@ def test_untrusted_certificate_is_one_line_and_no_retries(
     _, args = roman_bucket(s3)
     result = cli(*args, "--cache", tmp_path / "cache")
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = final_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert (
         "certificate" in lines[0] and "AWS_CA_BUNDLE" in lines[0] and "CA bundle in use" in lines[0]
@@ -248,7 +248,7 @@ def test_proxy_refusal_names_the_proxy(certs, s3, network, cli, tmp_path, monkey
     assert (
         f"proxy {refusing.url} refused the tunnel to crds-private.s3.amazonaws.com" in result.stderr
     )
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(final_lines(result.stderr)) == 1
     assert s3.requests == []
 
 
@@ -310,7 +310,7 @@ def test_skewed_clock_is_named(s3, proxy, network, cli, tmp_path) -> None:
     result = cli(*args, "--cache", tmp_path / "cache")
     assert result.exit_code == 2
     assert re.search(r"this machine's clock is 3[56]\d\d s behind", result.stderr), result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(final_lines(result.stderr)) == 1
 
 
 def test_slowdown_storm_honours_retry_after(s3, proxy, network, cli, tmp_path) -> None:
@@ -401,7 +401,7 @@ def test_credential_trouble_is_one_line(s3, network, cli, tmp_path, monkeypatch,
     _, args = roman_bucket(s3)
     result = cli(*args, "--cache", tmp_path / "cache")
     assert result.exit_code == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = final_lines(result.stderr)
     assert line.startswith("crds-s3-sync: error: AWS configuration: ") and says in line, line
 
 

@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from conftest import final_lines
 
 CONTEXT = ["--context", "roman_0007.pmap"]
 
@@ -96,7 +97,7 @@ def test_json_log_format_makes_an_error_an_event(endpoint, cli, tmp_path) -> Non
         "json",
     )
     assert result.exit_code == 2
-    event = json.loads(result.stderr.strip().splitlines()[-1])
+    event = json.loads(final_lines(result.stderr)[-1])
     assert event["event"] == "error" and event["exit"] == 2
     assert "no-such-bucket-anywhere" in event["message"]
 

@@ -15,7 +15,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-from conftest import RULES, Bucket, files_under
+from conftest import RULES, Bucket, files_under, final_lines
 
 from crds_s3_sync.demo import encode_metadata
 from crds_s3_sync.server_config import decode_download_metadata, parse_server_config
@@ -38,7 +38,7 @@ def synced(make_bucket, cli, tmp_path: Path) -> tuple[Bucket, Path, dict[str, st
 
 def assert_refused(result, *fragments: str) -> None:
     assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = final_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("crds-s3-sync: error: ")
     for fragment in fragments:
@@ -308,5 +308,5 @@ def test_python_s_own_warnings_about_a_mapping_stay_off_stderr(make_bucket, s3, 
         [*command, "--cache", str(tmp_path / "cache")], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    (line,) = done.stderr.strip().splitlines()
+    (line,) = final_lines(done.stderr)
     assert "roman_wfi_0006.imap" in line and "not a literal" in line

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import RULES, files_under, interruptible, mappings_of
+from conftest import RULES, files_under, final_lines, interruptible, mappings_of
 from faults import FaultProxy
 
 from crds_s3_sync.mapping import parse_mapping
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(make_bucket, tmp_path) -> None:
     cache = tmp_path / "cache"
     code, _, err = signal_at(bucket, cache, signal.SIGINT, "references", 60, big)
     assert code == 130, err
-    (line,) = err.strip().splitlines()
+    (line,) = final_lines(err)
     assert line.startswith("crds-s3-sync: interrupted; ") and "run again to resume" in line
     check_nothing_wrong(cache, bucket)
     assert not [n for n in files_under(cache) if Path(n).name.endswith(".tmp")]
@@ -136,7 +136,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(make_bucket, tmp_path, sig: int, wh
     cache = tmp_path / "cache"
     code, _, err = signal_at(bucket, cache, sig, when, 10, big)
     assert code == 128 + sig, err
-    (line,) = err.strip().splitlines()
+    (line,) = final_lines(err)
     assert line.startswith(f"crds-s3-sync: stopped by {signal.Signals(sig).name}; "), line
     hidden = [Path(n).name for n in files_under(cache) if Path(n).name.startswith(".")]
     assert not [n for n in hidden if not n.endswith((".part", ".part.json"))], hidden
@@ -189,7 +189,7 @@ def test_a_full_disk_stops_the_sync_and_leaves_no_debris(make_bucket, tmp_path) 
             sync[1:3] = ["-c", LIMITED, str(2 << 20)]
         done = subprocess.run(sync, capture_output=True, text=True, check=False, timeout=120)
         assert done.returncode == 2, done.stderr
-        (line,) = done.stderr.strip().splitlines()
+        (line,) = final_lines(done.stderr)
         assert "No space left on device" in line or "File too large" in line
         assert "free space" in line
         assert not (cache / "references" / "jwst" / big).exists()
