@@ -162,7 +162,9 @@ def interruptible() -> None:
 
 # Lines a run prints as it goes (planning notes, progress, retries, waits), as
 # opposed to what it says about how it ended.
-_PROGRESS = re.compile(r"(reading |planned |retrying \(|no answer for |\d+/\d+ files, )")
+_PROGRESS = re.compile(
+    r"(reading |planned |retrying \(|no answer for |\d+/\d+ files, |[\d,]+ files? to fetch )"
+)
 
 
 def final_lines(stderr: str) -> list[str]:

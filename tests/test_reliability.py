@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -177,22 +178,35 @@ def small_file_system(path: Path, size: str):
             subprocess.run(["umount", str(path)], check=True)
 
 
-def test_a_full_disk_stops_the_sync_and_leaves_no_debris(make_bucket, tmp_path) -> None:
+def test_a_disk_filling_mid_run_stops_the_sync_and_leaves_no_debris(make_bucket, tmp_path) -> None:
+    """Writes fail part way (here: a file size limit, EFBIG, as another writer filling
+    the disk would make them fail with ENOSPC after the run's own check of free space)."""
     big = big_reference()
-    bucket = make_bucket(  # one file more than the file system holds
-        "jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 3 << 20}
-    )
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 3 << 20})
+    cache = tmp_path / "cache"
+    sync = command(bucket, cache, "--context", NIRSPEC, "--json", "-q")
+    sync[1:3] = ["-c", LIMITED, str(2 << 20)]  # set in the child: no preexec_fn among threads
+    done = subprocess.run(sync, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 2, done.stderr
+    (line,) = final_lines(done.stderr)
+    assert "File too large" in line and "free space" in line
+    assert not (cache / "references" / "jwst" / big).exists()
+    check_nothing_wrong(cache, bucket)
+    debris = [n for n in files_under(cache) if Path(n).name.startswith(".")]
+    assert debris == []
+
+
+def test_a_sync_that_cannot_fit_stops_before_writing(make_bucket, tmp_path) -> None:
+    big = big_reference()
+    bucket = make_bucket("jwst", mappings=mappings_of("jwst", NIRSPEC), sizes={big: 3 << 20})
     with small_file_system(tmp_path / "small", "2m") as mounted:
+        if not mounted:
+            pytest.skip("needs a small file system: mounting a tmpfs needs root")
         cache = tmp_path / "small" / "cache"
-        sync = command(bucket, cache, "--context", NIRSPEC, "--json", "-q")
-        if not mounted:  # the limit is set inside the child: no preexec_fn among threads
-            sync[1:3] = ["-c", LIMITED, str(2 << 20)]
+        sync = command(bucket, cache, "--context", NIRSPEC, "--json")
         done = subprocess.run(sync, capture_output=True, text=True, check=False, timeout=120)
         assert done.returncode == 2, done.stderr
         (line,) = final_lines(done.stderr)
-        assert "No space left on device" in line or "File too large" in line
-        assert "free space" in line
-        assert not (cache / "references" / "jwst" / big).exists()
-        check_nothing_wrong(cache, bucket)
-        debris = [n for n in files_under(cache) if Path(n).name.startswith(".")]
-        assert debris == []
+        assert re.search(r"[\d.]+ MB to fetch but [\d.]+ MB free", line), line
+        assert json.loads(done.stdout)["exit"] == 2
+        assert not (cache / "references").exists()

@@ -7,6 +7,7 @@ its own module and can be tested alone.
 import functools
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+from rich.filesize import decimal
 
 from .audit import Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
@@ -97,13 +99,13 @@ async def run_stages(
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
         plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
+        if options.shard:
+            plan = shard(plan, *options.shard)
         progress.note(
             f"planned {_counted(plan, 'file')} from {_counted(walked.mappings, 'mapping')}"
             if not pickles
             else f"planned {_counted(plan, 'file')}"
         )
-        if options.shard:
-            plan = shard(plan, *options.shard)
         result = SyncResult(
             contexts,
             plan,
@@ -113,6 +115,7 @@ async def run_stages(
         fetch = await _act(options, settings, result)
         if fetch is not None:
             _prepare_cache(settings)
+            await _check_room(fetch, settings.cache, progress)
             transfer = Transfer(
                 source,
                 settings.cache,
@@ -170,6 +173,23 @@ async def _act(
         )
         return None
     return plan
+
+
+async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> None:
+    """Say what is still to fetch, and stop before writing anything if the cache's
+    file system cannot hold it (what a failed file would reveal hours later)."""
+    missing = await anyio.to_thread.run_sync(check, fetch, cache, False)
+    needed = sum(problem.spec.size or 0 for problem in missing)
+    progress.note(
+        f"{_counted(missing, 'file')} to fetch ({decimal(needed)}), "
+        f"{len(fetch) - len(missing):,} already valid"
+    )
+    free = shutil.disk_usage(cache).free
+    if needed > free:
+        raise SyncError(
+            f"{cache}: {decimal(needed)} to fetch but {decimal(free)} free; free space or "
+            "sync fewer contexts (nothing was written)"
+        )
 
 
 def _counted(items: Sized, noun: str) -> str:
