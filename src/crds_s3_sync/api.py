@@ -25,16 +25,17 @@ import anyio
 
 from .cores import Helpers, default_processes
 from .errors import SyncError
+from .layout import Kind, Layout
 from .platforms import EVENT_LOOP, check_platform, fit_open_files
 from .pool import task_group
 from .progress import Progress
 from .retry import RETRY_TIME
-from .settings import Env, Layout, Settings, resolve_settings
+from .settings import Env, Settings, resolve_settings
 from .stages import Action, SyncOptions, SyncResult, run_stages
 from .transfer import TransferOptions
 from .walker import Selection
 
-E = TypeVar("E", Env, Layout)
+E = TypeVar("E", Env, Layout, Kind)
 
 
 class Options(TypedDict, total=False):
@@ -57,6 +58,7 @@ class Options(TypedDict, total=False):
     layout: str  # flat or instrument
     mappings_only: bool
     shard: tuple[int, int]  # (K, N): the K-th of N shards
+    purge: Sequence[str]  # after sync or repair, remove unneeded "mapping"s, "reference"s
     # how
     dry_run: bool
     verify: bool
@@ -109,7 +111,8 @@ def prepare(action: Action, options: Options) -> Run:
     chosen = [name for name in ("contexts", "last", "all") if options.get(name)]
     if len(chosen) > 1:
         raise SyncError(f"give at most one of contexts, last and all (got {', '.join(chosen)})")
-    names = tuple(options.get("contexts") or ())
+    # A path or an s3:// URL names a context by its file name, as crds reads it.
+    names = tuple(_file_name(name) for name in options.get("contexts") or ())
     if not chosen and os.environ.get("CRDS_CONTEXT"):
         names = (os.environ["CRDS_CONTEXT"],)
     for name in ("jobs", "processes", "part_size", "multipart_threshold", "last"):
@@ -132,6 +135,7 @@ def prepare(action: Action, options: Options) -> Run:
         cache=_path(options.get("cache")),
         layout=_choice(Layout, "layout", options.get("layout")),
         pickles=options.get("pickles", False),
+        contexts=names,
     )
     timeout = options.get("timeout", defaults.timeout)
     if not isinstance(timeout, int | float) or timeout <= 0:
@@ -145,6 +149,9 @@ def prepare(action: Action, options: Options) -> Run:
         timeout=timeout,
         split_named=part_size is not None or threshold is not None,
     )
+    purge = tuple(_choice(Kind, "purge", kind) for kind in options.get("purge") or ())
+    if Kind.config in purge:
+        raise SyncError("purge='config': only mappings, references and pickles are purged")
     sync_options = SyncOptions(
         Selection(all=options.get("all", False), last=options.get("last"), names=names),
         transfer,
@@ -152,6 +159,7 @@ def prepare(action: Action, options: Options) -> Run:
         mappings_only=options.get("mappings_only", False),
         action=action,
         shard=shard,
+        purge=purge,
     )
     processes = options.get("processes") or default_processes()
     return Run(settings, sync_options, processes, (note,) if note else ())
@@ -225,6 +233,12 @@ def _choice(kind: type[E], name: str, value: str | None) -> E | None:
     except ValueError:
         known = ", ".join(member.value for member in kind)
         raise SyncError(f"{name}={value!r}: expected one of {known}") from None
+
+
+def _file_name(context: str) -> str:
+    """`roman_0007.pmap` from `/some/dir/roman_0007.pmap` or `s3://b/p/roman_0007.pmap`."""
+    tail = context.rstrip("/").rsplit("/", 1)[-1]
+    return tail if tail.endswith((".pmap", ".imap", ".rmap")) else context
 
 
 def _path(value: str | os.PathLike[str] | None) -> Path | None:

@@ -59,7 +59,9 @@ def defect(path: Path, size: int | None, sha1: str | None) -> tuple[str, str] | 
     return None
 
 
-def unneeded(plan: list[FileSpec], cache: Path, observatory: str) -> list[Path]:
+def unneeded(
+    plan: list[FileSpec], cache: Path, observatory: str, kinds: tuple[Kind, ...] = PURGEABLE
+) -> list[Path]:
     """Files under the plan's directories that the plan does not name, sorted.
 
     Hidden files are another run's work in progress and stay, except the part
@@ -68,7 +70,7 @@ def unneeded(plan: list[FileSpec], cache: Path, observatory: str) -> list[Path]:
     """
     needed = {cache / spec.path for spec in plan}
     found = []
-    for kind in PURGEABLE:
+    for kind in kinds:
         root = cache / kind.directory / observatory
         for directory, _, files in os.walk(root):
             for name in files:

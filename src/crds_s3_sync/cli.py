@@ -24,10 +24,11 @@ from .api import Options, Stopped, execute, prepare
 from .command import OneLineCommand
 from .cores import MOST
 from .errors import SyncError
+from .layout import Layout
 from .outcomes import outcome_of
 from .progress import JsonLines, Progress, make_progress
 from .s3errors import one_line
-from .settings import Env, Layout
+from .settings import Env
 from .stages import Action
 from .transfer import TransferOptions
 
@@ -272,6 +273,49 @@ def run(
             help="Only the K-th of N shards of the plan (by a hash of each name).",
         ),
     ] = None,
+    crds_contexts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--contexts",
+            metavar="NAME...",
+            help="crds sync's spelling: these contexts' rules (references too with"
+            " --fetch-references).",
+        ),
+    ] = None,
+    last_n: Annotated[
+        int | None,
+        typer.Option(
+            "--last-n-contexts",
+            min=1,
+            metavar="N",
+            help="crds sync's spelling: the newest N contexts' rules (references too with"
+            " --fetch-references).",
+        ),
+    ] = None,
+    fetch_references: Annotated[
+        bool,
+        typer.Option("--fetch-references", help="With crds's spellings: references too."),
+    ] = False,
+    check_files: Annotated[
+        bool, typer.Option("--check-files", "-k", help="crds sync's spelling of --check.")
+    ] = False,
+    check_sha1sum: Annotated[
+        bool,
+        typer.Option("--check-sha1sum", "-s", help="crds sync's: --check --verify."),
+    ] = False,
+    repair_files: Annotated[
+        bool, typer.Option("--repair-files", "-r", help="crds sync's spelling of --repair.")
+    ] = False,
+    purge_mappings: Annotated[
+        bool,
+        typer.Option("--purge-mappings", help="After the sync, remove mappings no context needs."),
+    ] = False,
+    purge_references: Annotated[
+        bool,
+        typer.Option(
+            "--purge-references", help="After the sync, remove references no context needs."
+        ),
+    ] = False,
     log_format: Annotated[
         LogFormat,
         typer.Option(help="json: one JSON object per event on stderr."),
@@ -304,6 +348,20 @@ def run(
 ) -> None:
     """Fill a CRDS cache from S3: plan the files the chosen contexts need, then fetch and
     verify them concurrently."""
+    # crds sync's spellings, with its meanings: its selections fetch the rules only,
+    # unless asked for references; its purges follow the sync.
+    spelled_as_crds = bool(crds_contexts) or last_n is not None
+    if spelled_as_crds and not fetch_references:
+        mappings_only = True
+    context = [*(context or ()), *(crds_contexts or ())]
+    last = last if last_n is None else last_n
+    check = check or check_files or check_sha1sum
+    verify = verify or check_sha1sum
+    if repair_files:
+        repair, check = True, False
+    purge_after = [
+        k for k, on in (("mapping", purge_mappings), ("reference", purge_references)) if on
+    ]
     chosen = sum([all_, last is not None, bool(context)])
     if chosen > 1:
         raise typer.BadParameter("give at most one of --all, --last and --context")
@@ -321,10 +379,6 @@ def run(
         raise typer.BadParameter("give at most one of --print-key, --check, --repair, --purge")
     action = actions[0] if actions else Action.sync
     shard = parse_shard(shard_text) if shard_text else None
-    if action is Action.purge and (shard or mappings_only):
-        raise typer.BadParameter(
-            "--purge keeps only what the plan names: not with --shard or --mappings-only"
-        )
     given: Options = {
         "contexts": tuple(context or ()),
         "last": last,
@@ -340,6 +394,7 @@ def run(
         "layout": layout.value if layout else None,
         "mappings_only": mappings_only,
         "shard": shard,
+        "purge": purge_after or None,
         "dry_run": dry_run,
         "verify": verify,
         "jobs": jobs,

@@ -20,6 +20,7 @@ from typer.core import TyperCommand
 
 PROGRAM = "crds-s3-sync"
 USAGE, INTERNAL = 2, 3
+VARIADIC = ("--contexts",)  # options that take every value up to the next option
 
 
 class OneLineCommand(TyperCommand):
@@ -34,7 +35,7 @@ class OneLineCommand(TyperCommand):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = spread(list(sys.argv[1:] if args is None else args), VARIADIC)
         message = None
         try:
             code = super().main(argv, prog_name or PROGRAM, complete_var, False, **extra)
@@ -53,6 +54,23 @@ class OneLineCommand(TyperCommand):
         if not standalone_mode:
             return code
         sys.exit(code or 0)
+
+
+def spread(argv: list[str], variadic: tuple[str, ...]) -> list[str]:
+    """`--contexts A B C` (argparse's habit, and crds sync's) as click reads it:
+    `--contexts A --contexts B --contexts C`. Click options take a fixed number of
+    values."""
+    out: list[str] = []
+    option = None
+    for arg in argv:
+        if arg.startswith("-"):
+            option = arg if arg in variadic else None
+            out.append(arg)
+        elif option and out[-1] != option:
+            out += [option, arg]
+        else:
+            out.append(arg)
+    return out
 
 
 def internal_error(exc: BaseException, debug: bool) -> str:

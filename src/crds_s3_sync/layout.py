@@ -13,10 +13,16 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from .errors import SyncError
-from .settings import Layout
 
 MODE_FILE = "ref_cache_subdir_mode"  # crds.core.config.CRDS_SUBDIR_TAG_FILE
 _HOST = socket.gethostname().replace(".", "-")[:32]  # shared caches span machines
+
+
+class Layout(StrEnum):
+    """CRDS's `ref_cache_subdir_mode`: where references go under references/<obs>/."""
+
+    flat = "flat"
+    instrument = "instrument"
 
 
 class Kind(StrEnum):
@@ -50,15 +56,21 @@ def _directory(
     return base
 
 
+def cached_layout(cache: Path, observatory: str) -> str | None:
+    """The layout a cache already has, as crds recorded it, or None."""
+    mode_file = cache / "config" / observatory / MODE_FILE
+    try:
+        return mode_file.read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise SyncError(f"{mode_file}: cannot read ({exc.strerror})") from None
+
+
 def check_cache_layout(cache: Path, observatory: str, layout: Layout) -> None:
     """Refuse to mix layouts: crds reads one mode per observatory from the cache."""
     mode_file = cache / "config" / observatory / MODE_FILE
-    try:
-        existing = mode_file.read_text().strip()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise SyncError(f"{mode_file}: cannot read ({exc.strerror})") from None
+    existing = cached_layout(cache, observatory)
     if existing and existing != layout.value:
         raise SyncError(
             f"{mode_file}: this cache is laid out {existing!r}; "

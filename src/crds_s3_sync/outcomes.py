@@ -49,7 +49,18 @@ class Outcome:
             "resumed_bytes": report.resumed_bytes,
             "seconds": round(result.seconds, 3),
             "exit": self.exit_code(),
-        }
+        } | ({"purged": self._purged()} if self.options.purge else {})
+
+    def _purged(self) -> list[str]:
+        return [str(path.relative_to(self.cache)) for path in self.result.purged]
+
+    def _purge_line(self) -> list[str]:
+        """After a sync or repair that also purged (crds sync's --purge-* spellings)."""
+        if not self.options.purge:
+            return []
+        verb = "Would remove" if self.options.dry_run else "Removed"
+        kinds = " and ".join(f"{kind.value}s" for kind in self.options.purge)
+        return [f"{verb} {len(self.result.purged)} {kinds} no selected context needs"]
 
     def _contexts(self) -> str:
         contexts = self.result.contexts
@@ -85,7 +96,7 @@ class Synced(Outcome):
                 f"{len(report.unverified)} files had no SHA-1 in server_config and were "
                 f"checked by size only: {', '.join(report.unverified[:5])}"
             )
-        return lines
+        return lines + self._purge_line()
 
 
 class Planned(Outcome):
@@ -151,6 +162,7 @@ class Repaired(Checked):
             f"{len(self.result.plan)} files missing or corrupt, {report.downloaded} fetched, "
             f"{len(report.failed)} failed; {len(self.result.plan) - found} already valid; "
             f"{self._fetched()}",
+            *self._purge_line(),
         ]
 
     def exit_code(self) -> int:
@@ -161,15 +173,14 @@ class Repaired(Checked):
 
 class Purged(Outcome):
     def listing(self) -> list[str]:
-        return [str(path.relative_to(self.cache)) for path in self.result.purged]
+        return self._purged()
 
     def summary(self) -> list[str]:
         verb = "Would remove" if self.options.dry_run else "Removed"
         return [f"{verb} {len(self.result.purged)} files the selection does not need"]
 
     def document(self) -> dict[str, object]:
-        purged = [str(path.relative_to(self.cache)) for path in self.result.purged]
-        return {**super().document(), "purged": purged}
+        return {**super().document(), "purged": self._purged()}
 
 
 def outcome_of(result: SyncResult, options: SyncOptions, cache: Path) -> Outcome:

@@ -8,9 +8,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .layout import Kind, relative_path
+from .layout import Kind, Layout, relative_path
 from .server_config import FileMeta, ServerConfig
-from .settings import Layout, Location, Settings
+from .settings import Location, Settings
 from .walker import Walk
 
 SERVER_CONFIG = "server_config"
@@ -41,7 +41,6 @@ def build_plan(
     server_config: ServerConfig,
     server_config_bytes: bytes,
     settings: Settings,
-    mappings_only: bool = False,
 ) -> list[FileSpec]:
     """Mappings (or context pickles) first: they are small and make the cache usable
     early; then references."""
@@ -74,11 +73,10 @@ def build_plan(
         ]
     else:
         plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]
-    if not mappings_only:
-        plan += [
-            spec(Kind.reference, name, settings.references, walk.references[name])
-            for name in sorted(walk.references)
-        ]
+    plan += [
+        spec(Kind.reference, name, settings.references, walk.references[name])
+        for name in sorted(walk.references)
+    ]
     return plan
 
 

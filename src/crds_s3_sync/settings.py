@@ -6,20 +6,14 @@ frozen `Settings` value the other stages read and never change.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import SyncError
-
-
-class Layout(StrEnum):
-    """CRDS's `ref_cache_subdir_mode`: where references go under references/<obs>/."""
-
-    flat = "flat"
-    instrument = "instrument"
+from .layout import Layout, cached_layout
 
 
 class Env(StrEnum):
@@ -86,9 +80,12 @@ def resolve_settings(
     cache: Path | None = None,
     layout: Layout | None = None,
     pickles: bool = False,
+    contexts: Sequence[str] = (),
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
-    """Combine flags (the keyword arguments) with `environ` and the presets."""
+    """Combine flags (the keyword arguments) with `environ` and the presets. The
+    observatory, when neither given nor in the environment, is the one the
+    contexts' names start with, as in crds."""
     uris = {
         kind: _parse_s3_uri(environ[var], var)
         for kind, var in (
@@ -103,6 +100,7 @@ def resolve_settings(
         observatory
         or environ.get("CRDS_OBSERVATORY")
         or _obs_from_uris(uris)
+        or _obs_from_names(contexts)
         or DEFAULT_OBSERVATORY
     ).lower()
     source_flags = bucket is not None or prefix is not None or env is not None
@@ -128,10 +126,13 @@ def resolve_settings(
     def location(kind: str) -> Location:
         return uris.get(kind) or Location(bucket, "/".join(p for p in (base, kind, obs) if p))
 
-    mode = layout or environ.get("CRDS_REF_SUBDIR_MODE") or Layout.flat
+    cache_dir = cache or (Path(environ["CRDS_PATH"]) if environ.get("CRDS_PATH") else None)
+    resolved_cache = (cache_dir or DEFAULT_CACHE).expanduser().absolute()
+    # As crds does: a cache keeps the layout it has unless told otherwise.
+    mode = layout or environ.get("CRDS_REF_SUBDIR_MODE") or cached_layout(resolved_cache, obs)
+    mode = mode or Layout.flat
     if mode not in Layout.__members__:
         raise SyncError(f"CRDS_REF_SUBDIR_MODE={mode!r}: expected 'flat' or 'instrument'")
-    cache_dir = cache or (Path(environ["CRDS_PATH"]) if environ.get("CRDS_PATH") else None)
     return Settings(
         observatory=obs,
         config=location("config"),
@@ -140,7 +141,7 @@ def resolve_settings(
         pickles=location("pickles"),
         endpoint_url=endpoint_url or environ.get("AWS_ENDPOINT_URL") or None,
         unsigned=True if no_sign_request else None,
-        cache=(cache_dir or DEFAULT_CACHE).expanduser().absolute(),
+        cache=resolved_cache,
         cache_is_default=cache_dir is None,
         layout=Layout(mode),
         use_pickles=pickles or _env_bool(environ, "CRDS_USE_PICKLED_CONTEXTS"),
@@ -162,6 +163,13 @@ def _parse_s3_uri(uri: str, var: str) -> Location:
     if parts.scheme != "s3" or not parts.netloc:
         raise SyncError(f"{var}={uri!r}: expected s3://BUCKET/PREFIX")
     return Location(parts.netloc, parts.path.strip("/"))
+
+
+def _obs_from_names(contexts: Sequence[str]) -> str | None:
+    """`jwst` for jwst_0541.pmap or jwst_nirspec_0192.imap, if every name agrees."""
+    known = {o for o, _ in PRESETS} | {"jwst"}
+    found = {name.split("_", 1)[0].lower() for name in contexts}
+    return found.pop() if len(found) == 1 and found <= known else None
 
 
 def _obs_from_uris(uris: dict[str, Location]) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 from rich.filesize import decimal
 
-from .audit import Problem, check, remove, unneeded
+from .audit import PURGEABLE, Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
 from .layout import Kind, check_cache_layout, crds_environment, relative_path, write_cache_config
 from .mapping import Mapping
@@ -58,6 +58,7 @@ class SyncOptions:
     mappings_only: bool = False
     action: Action = Action.sync
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
+    purge: tuple[Kind, ...] = ()  # after a sync or repair, remove these kinds' unneeded files
 
     @property
     def fetches(self) -> bool:
@@ -98,7 +99,10 @@ async def run_stages(
             fetcher = _MappingFetcher(source, settings, server_config, contexts, index)
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
-        plan = build_plan(walked, server_config, config_bytes, settings, options.mappings_only)
+        needed = build_plan(walked, server_config, config_bytes, settings)
+        plan = needed
+        if options.mappings_only:
+            plan = [spec for spec in needed if spec.kind is not Kind.reference]
         if options.shard:
             plan = shard(plan, *options.shard)
         progress.note(
@@ -112,7 +116,7 @@ async def run_stages(
             key=cache_key(plan, settings.observatory, settings.layout),
             environment=crds_environment(settings.cache, settings.observatory, settings.layout),
         )
-        fetch = await _act(options, settings, result)
+        fetch = await _act(options, settings, result, needed)
         if fetch is not None:
             _prepare_cache(settings)
             await _check_room(fetch, settings.cache, progress)
@@ -140,14 +144,17 @@ async def run_stages(
                 raise SyncError(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
                 ) from None
+            if options.purge:  # the files of this plan are in place: the rest may go
+                await _purge(needed, settings, options.purge, options.dry_run, result)
     result.seconds = time.monotonic() - start
     return result
 
 
 async def _act(
-    options: SyncOptions, settings: Settings, result: SyncResult
+    options: SyncOptions, settings: Settings, result: SyncResult, needed: list[FileSpec]
 ) -> list[FileSpec] | None:
-    """Everything but fetching; returns what to fetch, or None."""
+    """Everything but fetching; returns what to fetch, or None. `needed` is every file
+    the contexts need, whatever part of it the plan is (rules only, a shard)."""
     cache, plan = settings.cache, result.plan
     if options.action in (Action.check, Action.repair):
         check_cache_layout(cache, settings.observatory, settings.layout)
@@ -160,9 +167,7 @@ async def _act(
         await anyio.to_thread.run_sync(remove, corrupt)  # known bad: no reason to keep them
         return [problem.spec for problem in result.problems]
     if options.action is Action.purge:
-        result.purged = await anyio.to_thread.run_sync(unneeded, plan, cache, settings.observatory)
-        if not options.dry_run:
-            await anyio.to_thread.run_sync(remove, result.purged)
+        await _purge(needed, settings, options.purge or PURGEABLE, options.dry_run, result)
         return None
     if options.action is Action.key:
         return None
@@ -173,6 +178,20 @@ async def _act(
         )
         return None
     return plan
+
+
+async def _purge(
+    needed: list[FileSpec],
+    settings: Settings,
+    kinds: tuple[Kind, ...],
+    dry_run: bool,
+    result: SyncResult,
+) -> None:
+    """Remove (with `dry_run`, only list) the files of `kinds` that `needed` does not name."""
+    obs = settings.observatory
+    result.purged = await anyio.to_thread.run_sync(unneeded, needed, settings.cache, obs, kinds)
+    if not dry_run:
+        await anyio.to_thread.run_sync(remove, result.purged)
 
 
 async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> None:
