@@ -299,7 +299,7 @@ def test_credentials_rotating_during_the_sync(
     assert result.exit_code == 0, result.stderr
     assert cached(cache) == refs
     keys = {r.access_key for r in s3.requests if r.status in (200, 206)}
-    assert len(keys) >= 3, keys  # rotated during the sync
+    assert len(keys) >= 2, keys  # rotated during the sync
     assert any(r.error == "ExpiredToken" for r in s3.requests)  # and refused in flight
     assert json.loads(result.stdout)["retries"] == 0  # a fresh signature is not a retry
 

@@ -118,7 +118,7 @@ def test_help_reads_well_at_80_columns(cli, monkeypatch) -> None:
 
 def test_shell_completion_is_available() -> None:
     """The script bash would install, and bash's question answered: what completes
-    `--las`."""
+    `--veri`."""
     command = [sys.executable, "-m", "crds_s3_sync"]
     shown = subprocess.run(
         [*command, "--show-completion", "bash"], capture_output=True, text=True, check=False
@@ -130,9 +130,9 @@ def test_shell_completion_is_available() -> None:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, variable: "complete_bash", "COMP_WORDS": "x --las", "COMP_CWORD": "1"},
+        env={**os.environ, variable: "complete_bash", "COMP_WORDS": "x --veri", "COMP_CWORD": "1"},
     )
-    assert answer.stdout.split() == ["--last"]
+    assert answer.stdout.split() == ["--verify"]
 
 
 def test_a_stalled_endpoint_is_never_silent(tmp_path) -> None:
