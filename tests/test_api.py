@@ -148,3 +148,43 @@ def test_the_example_fixture_warms_a_cache_for_a_test_suite(make_bucket, tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
     assert any(name.endswith(".asdf") for name in files_under(tmp_path / "cache"))
+
+
+def test_crds_reads_the_cache_with_exactly_the_environment_given(make_bucket, tmp_path) -> None:
+    """`result.environment`, and nothing else of crds's, is all crds needs offline:
+    `crds list --status` and a best-reference lookup, as README's "Use the cache"
+    says."""
+    from test_crds_agreement import BESTREFS
+
+    bucket = make_bucket("roman")
+    result = crds_s3_sync.sync(**where(bucket), cache=tmp_path / "cache")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRDS_")}
+    env |= result.environment
+    status = subprocess.run(
+        [sys.executable, "-m", "crds.list", "--status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert str(tmp_path / "cache") in status.stdout and "local" in status.stdout
+    lookup = BESTREFS["roman"]
+    script = (
+        "import json, sys, crds\n"
+        "parameters, reftype = json.loads(sys.argv[1]), sys.argv[2]\n"
+        "found = crds.getreferences(parameters, reftypes=[reftype], observatory='roman')\n"
+        "print(json.dumps(found))"  # romancal passes its observatory, as here
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(lookup["parameters"]), lookup["reftype"]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    path = Path(json.loads(found.stdout.strip().splitlines()[-1])[lookup["reftype"]])
+    assert path == tmp_path / "cache/references/roman" / lookup["expected"] and path.is_file()
