@@ -56,6 +56,7 @@ def one_error_line(result) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("crds-s3-sync: error: "), lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+    assert "Input should" not in lines[0]  # the tool's words, not its validator's
     return lines[0]
 
 

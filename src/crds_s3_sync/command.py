@@ -9,6 +9,7 @@ and 129 interrupted by Ctrl-C, SIGTERM and SIGHUP.
 
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -40,7 +41,7 @@ class OneLineCommand(TyperCommand):
         try:
             code = super().main(argv, prog_name or PROGRAM, complete_var, False, **extra)
         except typer.TyperException as exc:  # click's usage errors: a bad flag or value
-            message = f"error: {' '.join(exc.format_message().split())} (see {PROGRAM} --help)"
+            message = f"error: {in_our_words(exc.format_message())} (see {PROGRAM} --help)"
             code = getattr(exc, "exit_code", USAGE)
         except typer.Abort:
             code = 130
@@ -54,6 +55,25 @@ class OneLineCommand(TyperCommand):
         if not standalone_mode:
             return code
         sys.exit(code or 0)
+
+
+# Typer's validation speaks pydantic; the tool speaks plainly.
+_WORDING = [
+    (r"Invalid value for '(--[\w-]+)': ", r"\1: "),
+    (r"Input should be greater than or equal to ", "must be at least "),
+    (r"Input should be less than or equal to ", "must be at most "),
+    (r"Input should be a valid integer, unable to parse .*? integer", "not a whole number"),
+    (r"Input should be a valid number, unable to parse .*? number", "not a number"),
+    (r"Value error, ('[^']*') is not one of (.*?)\.?$", r"\1 is not one of \2"),
+]
+
+
+def in_our_words(message: str) -> str:
+    """A usage error on one line, in the tool's words rather than the validator's."""
+    message = " ".join(message.split())
+    for pattern, replacement in _WORDING:
+        message = re.sub(pattern, replacement, message)
+    return message
 
 
 def spread(argv: list[str], variadic: tuple[str, ...]) -> list[str]:
