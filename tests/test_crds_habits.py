@@ -95,3 +95,27 @@ def test_crds_purges_follow_the_sync(bucket, cli, tmp_path) -> None:
     kept = {p.name for p in (cache / "references/roman").iterdir()}
     assert kept == old_only & wanted
     assert {p.split("/")[-1] for p in document["purged"]} >= (old_only - wanted)
+
+
+def test_organize_moves_the_cache_between_layouts(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    run(cli, bucket, cache, "--context", CONTEXT)
+    stray = cache / "references/roman/oddly-named.asdf"
+    stray.write_bytes(b"instrument unknown")
+    flat = {p.name for p in (cache / "references/roman").iterdir()}
+
+    moved, document = run(cli, bucket, cache, "--context", CONTEXT, "--organize", "instrument")
+    assert moved.exit_code == 0, moved.stderr
+    assert document["downloaded"] == 0 and document["skipped"] == document["files"]
+    assert "of no known instrument left in place" in moved.stderr
+    tag = cache / "config/roman/ref_cache_subdir_mode"
+    assert tag.read_text() == "instrument"
+    _, plan = run(cli, bucket, cache, "--context", CONTEXT, "--dry-run")
+    for spec in plan["plan"]:
+        assert (cache / spec["path"]).is_file(), spec["path"]
+    assert stray.exists()  # left where it was, and said so
+
+    back, document = run(cli, bucket, cache, "--context", CONTEXT, "--organize", "flat")
+    assert back.exit_code == 0 and document["downloaded"] == 0, back.stderr
+    assert tag.read_text() == "flat"
+    assert {p.name for p in (cache / "references/roman").iterdir()} == flat

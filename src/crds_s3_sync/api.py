@@ -59,6 +59,7 @@ class Options(TypedDict, total=False):
     mappings_only: bool
     shard: tuple[int, int]  # (K, N): the K-th of N shards
     purge: Sequence[str]  # after sync or repair, remove unneeded "mapping"s, "reference"s
+    organize: str  # first move the cache's references into this layout (flat or instrument)
     # how
     dry_run: bool
     verify: bool
@@ -125,6 +126,10 @@ def prepare(action: Action, options: Options) -> Run:
     jobs, note = fit_open_files(options.get("jobs", TransferOptions.jobs))
     defaults = TransferOptions()
     part_size, threshold = options.get("part_size"), options.get("multipart_threshold")
+    layout = _choice(Layout, "layout", options.get("layout"))
+    organize = _choice(Layout, "organize", options.get("organize"))
+    if organize and layout and organize is not layout:
+        raise SyncError(f"organize={organize.value!r} and layout={layout.value!r} disagree")
     settings = resolve_settings(
         observatory=options.get("observatory"),
         env=_choice(Env, "env", options.get("env")),
@@ -133,7 +138,7 @@ def prepare(action: Action, options: Options) -> Run:
         endpoint_url=options.get("endpoint_url"),
         no_sign_request=options.get("no_sign_request", False),
         cache=_path(options.get("cache")),
-        layout=_choice(Layout, "layout", options.get("layout")),
+        layout=organize or layout,
         pickles=options.get("pickles", False),
         contexts=names,
     )
@@ -160,6 +165,7 @@ def prepare(action: Action, options: Options) -> Run:
         action=action,
         shard=shard,
         purge=purge,
+        organize=organize is not None,
     )
     processes = options.get("processes") or default_processes()
     return Run(settings, sync_options, processes, (note,) if note else ())

@@ -316,6 +316,13 @@ def run(
             "--purge-references", help="After the sync, remove references no context needs."
         ),
     ] = False,
+    organize: Annotated[
+        Layout | None,
+        typer.Option(
+            help="First move the cache's references into this layout (as crds sync"
+            " --organize; run it alone)."
+        ),
+    ] = None,
     log_format: Annotated[
         LogFormat,
         typer.Option(help="json: one JSON object per event on stderr."),
@@ -395,6 +402,7 @@ def run(
         "mappings_only": mappings_only,
         "shard": shard,
         "purge": purge_after or None,
+        "organize": organize.value if organize else None,
         "dry_run": dry_run,
         "verify": verify,
         "jobs": jobs,

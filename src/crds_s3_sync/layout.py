@@ -82,7 +82,12 @@ def write_cache_config(cache: Path, observatory: str, layout: Layout, bad_files:
     """Write bad_files.txt and ref_cache_subdir_mode as crds's cache_server_info does."""
     config_dir = cache / "config" / observatory
     atomic_write(config_dir / "bad_files.txt", "\n".join(bad_files).encode())
-    atomic_write(config_dir / MODE_FILE, layout.value.encode())
+    write_cache_layout(cache, observatory, layout)
+
+
+def write_cache_layout(cache: Path, observatory: str, layout: Layout) -> None:
+    """The tag crds reads to find references: where they are, from now on."""
+    atomic_write(cache / "config" / observatory / MODE_FILE, layout.value.encode())
 
 
 _serial = itertools.count()

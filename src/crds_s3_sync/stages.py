@@ -20,9 +20,17 @@ from rich.filesize import decimal
 
 from .audit import PURGEABLE, Problem, check, remove, unneeded
 from .errors import FormatError, NotFound, SourceError, SyncError
-from .layout import Kind, check_cache_layout, crds_environment, relative_path, write_cache_config
+from .layout import (
+    Kind,
+    check_cache_layout,
+    crds_environment,
+    relative_path,
+    write_cache_config,
+    write_cache_layout,
+)
 from .mapping import Mapping
 from .mapping_index import MappingIndex
+from .organize import organize
 from .plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .server_config import ServerConfig, parse_server_config
@@ -59,6 +67,7 @@ class SyncOptions:
     action: Action = Action.sync
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
     purge: tuple[Kind, ...] = ()  # after a sync or repair, remove these kinds' unneeded files
+    organize: bool = False  # move the cache's references into the layout asked for first
 
     @property
     def fetches(self) -> bool:
@@ -116,6 +125,8 @@ async def run_stages(
             key=cache_key(plan, settings.observatory, settings.layout),
             environment=crds_environment(settings.cache, settings.observatory, settings.layout),
         )
+        if options.organize:
+            await _organize(needed, settings, options.dry_run, progress)
         fetch = await _act(options, settings, result, needed)
         if fetch is not None:
             _prepare_cache(settings)
@@ -192,6 +203,20 @@ async def _purge(
     result.purged = await anyio.to_thread.run_sync(unneeded, needed, settings.cache, obs, kinds)
     if not dry_run:
         await anyio.to_thread.run_sync(remove, result.purged)
+
+
+async def _organize(
+    needed: list[FileSpec], settings: Settings, dry_run: bool, progress: Progress
+) -> None:
+    """The cache's references into `settings.layout`, its tag written last."""
+    instruments = {spec.name: spec.instrument for spec in needed if spec.instrument}
+    cache, obs, layout = settings.cache, settings.observatory, settings.layout
+    moves = await anyio.to_thread.run_sync(organize, cache, obs, layout, instruments, dry_run)
+    left = f"; {len(moves.unknown):,} of no known instrument left in place" if moves.unknown else ""
+    verb = "would move" if dry_run else "moved"
+    progress.note(f"organize: {verb} {moves.moved:,} references into the {layout} layout{left}")
+    if not dry_run:
+        write_cache_layout(cache, obs, layout)
 
 
 async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> None:
