@@ -173,3 +173,14 @@ def test_a_stalled_endpoint_is_never_silent(tmp_path) -> None:
     ), done.stderr
     assert any(line.startswith("retrying (") for line in lines)
     assert lines[-1].startswith("crds-s3-sync: error: ") and "gave up after" in lines[-1]
+
+
+def test_problems_found_exit_1_for_every_action_also_dry(bucket, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    assert cli(*bucket.args(), "--cache", cache, *CONTEXT).exit_code == 0
+    sorted((cache / "references" / "roman").iterdir())[0].unlink()
+    for action in (["--check"], ["--repair", "--dry-run"]):
+        result = cli(*bucket.args(), "--cache", cache, *CONTEXT, *action)
+        assert result.exit_code == 1, (action, result.stderr)
+    assert cli(*bucket.args(), "--cache", cache, *CONTEXT, "--repair").exit_code == 0
+    assert cli(*bucket.args(), "--cache", cache, *CONTEXT, "--check").exit_code == 0
