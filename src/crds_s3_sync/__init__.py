@@ -18,14 +18,16 @@ A sync runs these stages, each in its own module (`stages.py` runs them in order
 - `plans`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
   its cache key and shards
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
-- `audit`: the cache against the plan (`--check`, `--repair`, `--purge`)
+- `audit`: the cache against the plan (`--check`, `--repair`, `--purge`);
+  `organize` moves a cache's references into the other layout
 - `locks`: one downloader per file over 1 MiB across processes sharing a cache
 - `transfer`: the worker pool that downloads, verifies and renames into place;
   `ranged` fetches a large file in parts (as many at once as pay), hashed in
   order from memory, and `partial` keeps its completed parts across runs;
   `cores` forks helper processes (one event loop per core) that take shares
   of the small files
-- `progress`: the rich dashboard, plain log lines, JSON lines, or silence
+- `progress`: the rich dashboard, plain log lines, JSON lines, or silence;
+  `outcomes`: what each action tells at its end (stdout, summary, JSON, exit)
 - `cli`: the `crds-s3-sync` command; `command` turns every failure into one
   line and an exit code; `names` guards every name from the bucket;
   `platforms` checks the operating system and its open-file limit
