@@ -13,6 +13,8 @@ A sync runs these stages, each in its own module (`stages.py` runs them in order
 - `server_config`: CRDS's server_config literal and its `download_metadata`
 - `mapping`: .pmap/.imap/.rmap files parsed with `ast`, never executed
 - `pickles`: HST's context pickles read by a restricted unpickler, never `pickle.loads`
+- `reads`: planning's reads (server_config, which contexts, each mapping or
+  pickle), from the cache when it holds a valid copy, bounded in size
 - `walker`: chosen contexts -> every mapping and reference they need;
   `mapping_index` remembers what each cached mapping names, so re-runs skip parsing
 - `plans`: that walk as a list of `FileSpec` (name, kind, size, SHA-1, cache path);
