@@ -69,6 +69,7 @@ class Options(TypedDict, total=False):
     multipart_threshold: int
     retry_time: float
     timeout: float
+    no_fsync: bool  # for throwaway caches: a crash may leave garbage under a final name
 
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
@@ -152,6 +153,7 @@ def prepare(action: Action, options: Options) -> Run:
         verify=options.get("verify", False),
         retry_time=options.get("retry_time", RETRY_TIME),
         timeout=timeout,
+        durable=not options.get("no_fsync", False),
         split_named=part_size is not None or threshold is not None,
     )
     purge = tuple(_choice(Kind, "purge", kind) for kind in options.get("purge") or ())

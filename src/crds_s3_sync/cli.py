@@ -220,6 +220,14 @@ def run(
             help="How long one request keeps being retried before its file fails.",
         ),
     ] = TransferOptions.retry_time,
+    no_fsync: Annotated[
+        bool,
+        typer.Option(
+            "--no-fsync",
+            help="Skip flushing files to disk before they appear: faster, but a crash may"
+            " leave garbage under a final name. For throwaway caches only.",
+        ),
+    ] = False,
     timeout: Annotated[
         float,
         typer.Option(
@@ -411,6 +419,7 @@ def run(
         "multipart_threshold": threshold if _given(ctx, "threshold") else None,
         "retry_time": retry_time,
         "timeout": timeout,
+        "no_fsync": no_fsync,
     }
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a CI log wraps its own lines
     progress = None

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import settle
 from .layout import atomic_write
 
 
@@ -61,7 +62,7 @@ class PartialFile:
             "part_size": self.part_size,
             "done": sorted(self.done),
         }
-        atomic_write(self.record, json.dumps(record).encode())
+        atomic_write(self.record, json.dumps(record).encode(), durable=False)
 
     def hash_part(self, index: int, digest: "hashlib._Hash") -> None:
         """Feed part `index`, done by an earlier run, to `digest`, read back.
@@ -80,10 +81,10 @@ class PartialFile:
             filled += got
         digest.update(view)
 
-    def finish(self) -> None:
-        """The whole file is verified: move it into place and forget the record."""
-        os.close(self.fd)
-        os.replace(self.temp, self.final)
+    def finish(self, durable: bool) -> None:
+        """The whole file is verified: move it into place (flushed first, if
+        `durable`) and forget the record. Blocking: a 2 GiB flush takes a while."""
+        settle(self.fd, self.temp, self.final, durable)
         self.record.unlink(missing_ok=True)
 
     def discard(self) -> None:

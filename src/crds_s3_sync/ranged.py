@@ -81,6 +81,7 @@ class RangedFile:
     part_size: int  # for a fresh start; a resumed file keeps its own
     parts_in_flight: int  # the most parts in flight or waiting for the cursor
     forced: bool = False  # the user named the split: always `parts_in_flight` at once
+    durable: bool = True  # flushed before it is renamed into place (`durable`)
 
     async def fetch(self, spec: FileSpec, final: Path, size: int) -> int:
         """Fetch `spec` into `final`; returns the bytes a killed run had left done."""
@@ -103,7 +104,7 @@ class RangedFile:
             except BaseException:
                 partial.close()  # keep completed parts for the next run
                 raise
-            partial.finish()
+            await self.off_loop(partial.finish, self.durable)
             return resumed
         raise AssertionError("unreachable")
 

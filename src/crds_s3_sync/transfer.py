@@ -32,8 +32,9 @@ import anyio
 
 from .audit import check_received, defect
 from .concurrency import Window
+from .durable import Batches, settle
 from .errors import SourceError, SyncError
-from .layout import temporary_name
+from .layout import remove_stale_temporaries, temporary_name
 from .locks import file_lock
 from .plans import FileSpec
 from .pool import for_each, task_group
@@ -64,6 +65,7 @@ class TransferOptions:
     verify: bool = False  # re-hash cached files instead of trusting their size
     retry_time: float = RETRY_TIME  # seconds a request keeps being retried
     timeout: float = 30.0  # seconds without a byte before a request is given up and retried
+    durable: bool = True  # each file flushed to stable storage before its rename (`durable`)
     split_named: bool = False  # part size or threshold given: split as told, not as found
 
     @property
@@ -114,7 +116,10 @@ class Transfer:
         # The window lets up to `jobs` small files be read at once: at 1 MiB each that
         # alone could pass the memory the whole run should use.
         self._bodies = Window(BODIES)
+        self._batches = Batches(self.cache, self.options.durable)
         plan = list(plan)
+        parents = {spec.path.parent for spec in plan}
+        await self._off_loop(remove_stale_temporaries, [self.cache / p for p in parents])
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
         async with task_group() as group:
@@ -185,6 +190,7 @@ class Transfer:
                     self.options.part_size,
                     self.options.parts_per_file,
                     self.options.split_named,
+                    self.options.durable,
                 )
                 self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
@@ -220,41 +226,45 @@ class Transfer:
                 await self._bodies.acquire(size)
                 try:
                     data = await self.source.read(spec.source, spec.name, size=size)
-                    await self._write(spec, temp, final, data, size)
+                    await self._write(spec, temp, data, size)
                 finally:
                     self._bodies.release(size)
+                await self._batches.settle(temp, final)
             elif data is not None:
-                await self._write(spec, temp, final, data, size)
+                await self._write(spec, temp, data, size)
+                await self._batches.settle(temp, final)
             else:
-                await self._stream(spec, temp, size)
-                os.replace(temp, final)
+                await self._stream(spec, temp, final, size)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             self.progress.restart(spec)
             raise
 
-    async def _write(self, spec: FileSpec, temp: str, final: Path, data: bytes, size: int) -> None:
+    async def _write(self, spec: FileSpec, temp: str, data: bytes, size: int) -> None:
         self.progress.advanced(spec, len(data))
         if len(data) <= INLINE:
-            _write_verified(temp, final, data, spec, size)
+            _write_verified(temp, data, spec, size)
         else:
-            await self._off_loop(_write_verified, temp, final, data, spec, size)
+            await self._off_loop(_write_verified, temp, data, spec, size)
 
-    async def _stream(self, spec: FileSpec, temp: str, size: int) -> None:
+    async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
         digest = hashlib.sha1()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
-        finally:
+            self.progress.advanced(spec, size)
+            check_received(spec, size, size, digest.hexdigest())
+        except BaseException:
             os.close(fd)
-        self.progress.advanced(spec, size)
-        check_received(spec, size, size, digest.hexdigest())
+            raise
+        await self._off_loop(settle, fd, temp, final, self.options.durable)  # closes fd
 
 
-def _write_verified(temp: str, final: Path, data: bytes, spec: FileSpec, size: int) -> None:
-    """Verify, write and rename in one go, with the system calls bare: small files are
-    mostly such overhead (pathlib's and io's layers cost more than the write)."""
+def _write_verified(temp: str, data: bytes, spec: FileSpec, size: int) -> None:
+    """Verify and write under the temporary name, with the system calls bare: small
+    files are mostly such overhead (pathlib's and io's layers cost more than the
+    write). The rename comes once the file is flushed (`durable`)."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -263,4 +273,3 @@ def _write_verified(temp: str, final: Path, data: bytes, spec: FileSpec, size: i
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    os.replace(temp, final)
