@@ -542,10 +542,11 @@ def tool_path(name: str) -> str:
     return str(local) if local.exists() else shutil.which(name) or name
 
 
-def ours(case: Case, job: Job, pinned: int | None = None) -> Run:
+def ours(case: Case, job: Job, pinned: int | None = None, *extra: str) -> Run:
     """crds-s3-sync as users run it; or, `pinned`, with its window of requests in flight
     held at that many (started there, with that ceiling): the fixed --jobs of old, to
-    show what the adaptive window costs or saves against the best fixed value."""
+    show what the adaptive window costs or saves against the best fixed value; `extra`
+    options (--no-fsync: what durability costs)."""
     contexts = [arg for name in case.contexts for arg in ("--context", name)]
     program = ["crds-s3-sync"]
     if pinned:
@@ -566,6 +567,7 @@ def ours(case: Case, job: Job, pinned: int | None = None) -> Run:
             str(job.dest),
             "--quiet",
             *contexts,
+            *extra,
         ],
         job,
     )
@@ -760,6 +762,9 @@ for _n in PINNED:
     TOOLS[f"crds-s3-sync@{_n}"] = functools.partial(ours, pinned=_n)
     TRUST[f"crds-s3-sync@{_n}"] = TRUST["crds-s3-sync"]
     PROGRAM[f"crds-s3-sync@{_n}"] = "python"
+TOOLS["crds-s3-sync@no-fsync"] = functools.partial(ours, None, "--no-fsync")
+TRUST["crds-s3-sync@no-fsync"] = TRUST["crds-s3-sync"]
+PROGRAM["crds-s3-sync@no-fsync"] = "crds-s3-sync"
 
 
 def tool_env(env: dict[str, str], tool: str, link: str, tls: Tls | None) -> dict[str, str]:
@@ -811,7 +816,7 @@ def main() -> None:
         "--tools",
         default=",".join(t for t in TOOLS if "@" not in t),
         help=f"any of {', '.join(TOOLS)} (crds-s3-sync@N: its window held at N requests "
-        "in flight); default: all but those",
+        "in flight; @no-fsync: without flushing files to disk); default: all but those",
     )
     parser.add_argument(
         "--links",
@@ -999,13 +1004,21 @@ def table(
             f"{len(case.files) / seconds:,.0f} | {peak:.0f} | {ratio} | {to_best} |"
         )
     for link in {link for link, _ in medians}:
-        pinned = [(s, t) for (k, t), s in medians.items() if k == link and "@" in t]
+        pinned = [
+            (s, t) for (k, t), s in medians.items() if k == link and t.split("@")[-1].isdigit()
+        ]
         if pinned and (link, "crds-s3-sync") in medians:
             seconds, tool = min(pinned)
             ours = medians[link, "crds-s3-sync"]
             notes.append(
                 f"- {link}: the adaptive window took {ours / seconds:.2f} times the best "
                 f"pinned one ({tool}, {seconds:.2f} s)"
+            )
+        if (link, "crds-s3-sync@no-fsync") in medians and (link, "crds-s3-sync") in medians:
+            unflushed = medians[link, "crds-s3-sync@no-fsync"]
+            notes.append(
+                f"- {link}: flushing every file before it appears took "
+                f"{medians[link, 'crds-s3-sync'] / unflushed:.2f} times a --no-fsync run"
             )
     fastest = [f"{link} {peer} ({seconds:.2f} s)" for link, (seconds, peer) in best.items()]
     notes = ([f"- best peer: {'; '.join(fastest)}"] if fastest else []) + notes + list(extra)
