@@ -27,7 +27,8 @@ A sync runs these stages, each in its own module (`stages.py` runs them in order
   `ranged` fetches a large file in parts (as many at once as pay), hashed in
   order from memory, and `partial` keeps its completed parts across runs;
   `cores` forks helper processes (one event loop per core) that take shares
-  of the small files
+  of the small files; `durable` flushes each file before its rename, small
+  ones in batches
 - `progress`: the rich dashboard, plain log lines, JSON lines, or silence;
   `outcomes`: what each action tells at its end (stdout, summary, JSON, exit)
 - `cli`: the `crds-s3-sync` command; `command` turns every failure into one

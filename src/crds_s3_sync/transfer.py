@@ -2,7 +2,8 @@
 
 Each file goes to a hidden temporary file beside its final path and is renamed
 into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
-`download_metadata`; so a final path only ever holds a verified file.
+`download_metadata` and its bytes are on stable storage (`durable`); so a final
+path only ever holds a verified, durable file.
 
 Small files are one GET each; large files are fetched in ranged parts (see
 `ranged`).
