@@ -762,7 +762,7 @@ for _n in PINNED:
     TOOLS[f"crds-s3-sync@{_n}"] = functools.partial(ours, pinned=_n)
     TRUST[f"crds-s3-sync@{_n}"] = TRUST["crds-s3-sync"]
     PROGRAM[f"crds-s3-sync@{_n}"] = "python"
-TOOLS["crds-s3-sync@no-fsync"] = functools.partial(ours, None, "--no-fsync")
+TOOLS["crds-s3-sync@no-fsync"] = lambda case, job: ours(case, job, None, "--no-fsync")
 TRUST["crds-s3-sync@no-fsync"] = TRUST["crds-s3-sync"]
 PROGRAM["crds-s3-sync@no-fsync"] = "crds-s3-sync"
 
