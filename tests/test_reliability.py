@@ -137,8 +137,9 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(make_bucket, tmp_path, sig: int, wh
     cache = tmp_path / "cache"
     code, _, err = signal_at(bucket, cache, sig, when, 10, big)
     assert code == 128 + sig, err
-    (line,) = final_lines(err)
-    assert line.startswith(f"crds-s3-sync: stopped by {signal.Signals(sig).name}; "), line
+    lines = final_lines(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"crds-s3-sync: stopped by {signal.Signals(sig).name}; "), err
     hidden = [Path(n).name for n in files_under(cache) if Path(n).name.startswith(".")]
     assert not [n for n in hidden if not n.endswith((".part", ".part.json"))], hidden
     check_nothing_wrong(cache, bucket)

@@ -95,6 +95,16 @@ class Batches:
             self._timer = loop.call_later(BATCH_WAIT, self._start)
         await asyncio.shield(done)
 
+    def close(self) -> None:
+        """The run is over (or cancelled): no batch may start after this. Files still
+        waiting belong to cancelled transfers, which remove their temporary files."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, _, done in self._waiting:
+            done.cancel()
+        self._waiting = []
+
     def _start(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

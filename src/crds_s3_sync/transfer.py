@@ -123,11 +123,14 @@ class Transfer:
         await self._off_loop(remove_stale_temporaries, [self.cache / p for p in parents])
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
-        async with task_group() as group:
-            group.start_soon(for_each, large, self._one, self.options.large_workers)
-            if self.helpers is not None:
-                small = self.helpers.take(small, self, group)
-            group.start_soon(for_each, small, self._one, self.options.jobs)
+        try:
+            async with task_group() as group:
+                group.start_soon(for_each, large, self._one, self.options.large_workers)
+                if self.helpers is not None:
+                    small = self.helpers.take(small, self, group)
+                group.start_soon(for_each, small, self._one, self.options.jobs)
+        finally:
+            self._batches.close()
         self.report.retries += self.source.retry.retries
         return self.report
 
