@@ -29,7 +29,6 @@ from .layout import Kind, Layout
 from .platforms import EVENT_LOOP, check_platform, fit_open_files
 from .pool import task_group
 from .progress import Progress
-from .retry import RETRY_TIME
 from .settings import Env, Settings, resolve_settings
 from .stages import Action, SyncOptions, SyncResult, run_stages
 from .transfer import TransferOptions
@@ -151,7 +150,7 @@ def prepare(action: Action, options: Options) -> Run:
         part_size=part_size or defaults.part_size,
         threshold=threshold or defaults.threshold,
         verify=options.get("verify", False),
-        retry_time=options.get("retry_time", RETRY_TIME),
+        retry_time=options.get("retry_time", defaults.retry_time),
         timeout=timeout,
         durable=not options.get("no_fsync", False),
         split_named=part_size is not None or threshold is not None,

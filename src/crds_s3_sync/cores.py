@@ -42,7 +42,7 @@ from .platforms import EVENT_LOOP
 from .pool import task_group
 from .progress import Progress
 from .s3errors import one_line
-from .settings import Settings
+from .settings import Location, Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
 
@@ -72,7 +72,8 @@ class Helper:
         by_name = {spec.name: spec for spec in files}
         reader, writer = await asyncio.open_connection(sock=self.sock)
         try:
-            await _send(writer, {"files": [_encode(spec, settings) for spec in files]})
+            locations = _locations(settings)
+            await _send(writer, {"files": [_encode(spec, locations) for spec in files]})
             while True:
                 message = await _receive(reader)
                 if message is None:
@@ -191,7 +192,8 @@ async def _work(sock: socket.socket, settings: Settings, options: TransferOption
         try:
             if failure is not None or source is None:
                 raise failure or SyncError("no S3 source")
-            files = [_decode(item, settings) for item in message["files"]]
+            locations = _locations(settings)
+            files = [_decode(item, locations) for item in message["files"]]
             async with task_group() as group:
                 group.start_soon(relay.pump)
                 group.start_soon(_cancel_on_close, reader, group.cancel_scope)
@@ -261,12 +263,13 @@ def _replay(event: list, by_name: dict[str, FileSpec], progress: Progress) -> No
         progress.finished(by_name[args[0]], args[1], args[2])
 
 
-def _locations(settings: Settings) -> list:
+def _locations(settings: Settings) -> list[Location]:
+    """Where a spec's bytes come from, sent as an index into this list."""
     return [settings.config, settings.mappings, settings.references, settings.pickles]
 
 
-def _encode(spec: FileSpec, settings: Settings) -> list[object]:
-    where = _locations(settings).index(spec.source)
+def _encode(spec: FileSpec, locations: list[Location]) -> list[object]:
+    where = locations.index(spec.source)
     return [
         spec.name,
         spec.kind.value,
@@ -278,11 +281,9 @@ def _encode(spec: FileSpec, settings: Settings) -> list[object]:
     ]
 
 
-def _decode(item: list, settings: Settings) -> FileSpec:
+def _decode(item: list, locations: list[Location]) -> FileSpec:
     name, kind, size, sha1, instrument, where, path = item
-    return FileSpec(
-        name, Kind(kind), size, sha1, instrument, _locations(settings)[where], PurePosixPath(path)
-    )
+    return FileSpec(name, Kind(kind), size, sha1, instrument, locations[where], PurePosixPath(path))
 
 
 def _write(writer: asyncio.StreamWriter, message: object) -> None:

@@ -53,11 +53,15 @@ def flush_file_system(anywhere: Path) -> bool:
 def flush_directories(directories: Iterable[Path]) -> None:
     """Flush directory entries (new names) of each directory once."""
     for directory in set(directories):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(directory)
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def settle(fd: int, temp: str | Path, final: Path, durable: bool) -> None:
@@ -139,12 +143,9 @@ class Batches:
 
 
 def _fsync_path(path: str) -> OSError | None:
+    """One file of a batch flushed by itself: its failure is its own outcome."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(path)
     except OSError as exc:
         return exc
     return None

@@ -123,7 +123,7 @@ async def run_stages(
         fetch = await _act(options, settings, result, needed)
         if fetch is not None:
             _prepare_cache(settings)
-            await _check_room(fetch, settings.cache, progress)
+            missing = await _check_room(fetch, settings.cache, progress)
             transfer = Transfer(
                 source,
                 settings.cache,
@@ -131,6 +131,7 @@ async def run_stages(
                 options.transfer,
                 prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles},
                 helpers=helpers,
+                missing=frozenset(spec.name for spec in missing),
             )
             progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
             with progress:
@@ -159,12 +160,9 @@ async def _act(
 ) -> list[FileSpec] | None:
     """Everything but fetching; returns what to fetch, or None. `needed` is every file
     the contexts need, whatever part of it the plan is (rules only, a shard)."""
-    cache, plan = settings.cache, result.plan
+    cache = settings.cache
     if options.action in (Action.check, Action.repair):
-        check_cache_layout(cache, settings.observatory, settings.layout)
-        result.problems = await anyio.to_thread.run_sync(
-            check, plan, cache, options.transfer.verify
-        )
+        await _find_problems(options, settings, result)
         if options.action is Action.check or options.dry_run:
             return None
         corrupt = [cache / p.spec.path for p in result.problems if p.kind == "corrupt"]
@@ -176,12 +174,17 @@ async def _act(
     if options.action is Action.key:
         return None
     if options.dry_run:  # what the run would fetch: the missing and corrupt files
-        check_cache_layout(cache, settings.observatory, settings.layout)
-        result.problems = await anyio.to_thread.run_sync(
-            check, plan, cache, options.transfer.verify
-        )
+        await _find_problems(options, settings, result)
         return None
-    return plan
+    return result.plan
+
+
+async def _find_problems(options: SyncOptions, settings: Settings, result: SyncResult) -> None:
+    """The plan against the cache (a cache of another layout is refused first)."""
+    check_cache_layout(settings.cache, settings.observatory, settings.layout)
+    result.problems = await anyio.to_thread.run_sync(
+        check, result.plan, settings.cache, options.transfer.verify
+    )
 
 
 async def _purge(
@@ -212,11 +215,13 @@ async def _organize(
         write_cache_layout(cache, obs, layout)
 
 
-async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> None:
+async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> list[FileSpec]:
     """Say what is still to fetch, and stop before writing anything if the cache's
-    file system cannot hold it (what a failed file would reveal hours later)."""
-    missing = await anyio.to_thread.run_sync(check, fetch, cache, False)
-    needed = sum(problem.spec.size or 0 for problem in missing)
+    file system cannot hold it (what a failed file would reveal hours later).
+    Returns the files missing or of the wrong size."""
+    problems = await anyio.to_thread.run_sync(check, fetch, cache, False)
+    missing = [problem.spec for problem in problems]
+    needed = sum(spec.size or 0 for spec in missing)
     progress.note(
         f"{_counted(missing, 'file')} to fetch ({decimal(needed)}), "
         f"{len(fetch) - len(missing):,} already valid"
@@ -227,6 +232,7 @@ async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) ->
             f"{cache}: {decimal(needed)} to fetch but {decimal(free)} free; free space or "
             "sync fewer contexts (nothing was written)"
         )
+    return missing
 
 
 def _counted(items: Sized, noun: str) -> str:

@@ -43,7 +43,7 @@ from .progress import Progress
 from .ranged import Buffers, RangedFile
 from .retry import RETRY_TIME
 from .s3errors import one_line
-from .source import S3Source
+from .source import READ_TIMEOUT, S3Source
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
@@ -65,7 +65,7 @@ class TransferOptions:
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
     retry_time: float = RETRY_TIME  # seconds a request keeps being retried
-    timeout: float = 30.0  # seconds without a byte before a request is given up and retried
+    timeout: float = READ_TIMEOUT  # seconds without a byte before a request is sent again
     durable: bool = True  # each file flushed to stable storage before its rename (`durable`)
     split_named: bool = False  # part size or threshold given: split as told, not as found
 
@@ -107,6 +107,7 @@ class Transfer:
     prefetched: dict[str, bytes] = field(default_factory=dict)
     report: Report = field(default_factory=Report)
     helpers: "Helpers | None" = None  # other processes that take shares of the small files
+    missing: frozenset[str] = frozenset()  # names missing or of the wrong size at the start
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
@@ -136,12 +137,13 @@ class Transfer:
 
     def shareable(self, spec: FileSpec) -> bool:
         """Whether a helper process may fetch `spec`: a file small enough to need no
-        lock, not already in memory, and missing from the cache (by its size)."""
+        lock, not already in memory, and missing from the cache (by its size, as the
+        stat before the run found it)."""
         return (
             spec.size is not None
             and spec.size <= IN_MEMORY
             and spec.name not in self.prefetched
-            and defect(self.cache / spec.path, spec.size, None) is not None
+            and spec.name in self.missing
         )
 
     async def _one(self, spec: FileSpec) -> None:
