@@ -84,7 +84,6 @@ class Batches:
         self.cache, self.durable = cache, durable
         self._waiting: list[tuple[str, Path, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Future[None]] = set()
 
     async def settle(self, temp: str, final: Path) -> None:
         if not self.durable:
@@ -114,10 +113,8 @@ class Batches:
             self._timer.cancel()
             self._timer = None
         batch, self._waiting = self._waiting, []
-        if batch:
-            flush = asyncio.get_running_loop().run_in_executor(None, self._flush, batch)
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
+        if batch:  # the executor keeps the flush alive until it is done
+            asyncio.get_running_loop().run_in_executor(None, self._flush, batch)
 
     def _flush(self, batch: list[tuple[str, Path, asyncio.Future[None]]]) -> None:
         """On a worker thread: flush, rename, flush the directories; each file's
