@@ -102,10 +102,14 @@ def test_the_slurm_array_fills_one_cache_from_concurrent_shards(make_bucket, tmp
         assert task.returncode == 0, err
         events = [json.loads(line) for line in err.splitlines()]
         fetched += [e["name"] for e in events if e["event"] == "downloaded"]
-    # Together the shards fetched the whole plan, each file once.
+    # Together the shards fetched the whole plan.
     check = bash("crds-s3-sync --last 3 --check --verify --json -q", shell_env(bucket, cache))
     assert check.returncode == 0, check.stdout + check.stderr
     report = json.loads(check.stdout)
     assert report["problems"] == []
-    assert sorted(fetched) == sorted(set(fetched))
-    assert len(fetched) == report["files"]
+    # Shards are disjoint but for server_config, which each needs: small files take
+    # no lock, so two shards may both fetch it (README, Concurrent syncs).
+    sharded = [name for name in fetched if name != "server_config"]
+    assert sorted(sharded) == sorted(set(sharded))
+    assert "server_config" in fetched
+    assert len(set(fetched)) == report["files"]
