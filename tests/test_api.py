@@ -53,8 +53,13 @@ def test_plan_check_repair_and_purge(make_bucket, tmp_path) -> None:
 
     crds_s3_sync.sync(**options)
     victim = next(s for s in planned.plan if s.kind == "reference")
-    (cache / victim.path).write_bytes(b"x" * (victim.size or 1))  # right size, wrong bytes
-    assert crds_s3_sync.check(**options).problems == []  # by size
+    path = cache / victim.path
+    before = path.stat()
+    path.write_bytes(b"x" * (victim.size or 1))  # right size, wrong bytes
+    (problem,) = crds_s3_sync.check(**options).problems  # changed since verified: re-hashed
+    assert problem.spec.name == victim.name and problem.kind == "corrupt"
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the change hidden
+    assert crds_s3_sync.check(**options).problems == []  # by size and record
     (problem,) = crds_s3_sync.check(**options, verify=True).problems
     assert problem.spec.name == victim.name and problem.kind == "corrupt"
     repaired = crds_s3_sync.repair(**options, verify=True)

@@ -4,7 +4,7 @@ import json
 import pprint
 from pathlib import Path
 
-from conftest import Bucket
+from conftest import Bucket, overwrite_unseen
 
 from crds_s3_sync.demo import encode_metadata
 from crds_s3_sync.server_config import decode_download_metadata, parse_server_config
@@ -23,7 +23,7 @@ def bucket_config(s3, bucket: Bucket) -> bytes:
     return s3.get_object(Bucket=bucket.name, Key=key)["Body"].read()
 
 
-def test_same_size_corruption_is_kept_without_verify_and_fixed_with_it(
+def test_a_file_rewritten_in_place_with_its_size_is_fetched_again(
     make_bucket, cli, tmp_path: Path
 ) -> None:
     bucket = make_bucket("roman")
@@ -32,7 +32,20 @@ def test_same_size_corruption_is_kept_without_verify_and_fixed_with_it(
     local = cache / "references/roman" / DARK
     local.write_bytes(b"\0" * local.stat().st_size)
 
-    assert sync(cli, bucket, cache, "--all")["downloaded"] == 0  # size matches: trusted
+    assert sync(cli, bucket, cache, "--all")["downloaded"] == 1  # changed since verified
+    assert local.read_bytes() == bucket.references[DARK]
+
+
+def test_corruption_that_kept_its_times_is_kept_without_verify_and_fixed_with_it(
+    make_bucket, cli, tmp_path: Path
+) -> None:
+    bucket = make_bucket("roman")
+    cache = tmp_path / "cache"
+    sync(cli, bucket, cache, "--all")
+    local = cache / "references/roman" / DARK
+    overwrite_unseen(local, b"\0" * local.stat().st_size)
+
+    assert sync(cli, bucket, cache, "--all")["downloaded"] == 0  # size and record match
     report = sync(cli, bucket, cache, "--all", "--verify")
     assert report["downloaded"] == 1
     assert local.read_bytes() == bucket.references[DARK]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Bucket, files_under, mappings_of
+from conftest import Bucket, files_under, mappings_of, overwrite_unseen
 
 from crds_s3_sync.transfer import IN_MEMORY
 
@@ -93,7 +93,7 @@ def test_check_finds_what_is_wrong_and_repair_fetches_exactly_that(
     (refs / short).write_bytes((refs / short).read_bytes()[:-1])
     data = bytearray((refs / flipped).read_bytes())
     data[0] ^= 0xFF
-    (refs / flipped).write_bytes(bytes(data))
+    overwrite_unseen(refs / flipped, bytes(data))
     before = {name: (cache / name).read_bytes() for name in files_under(cache)}
 
     by_size = run(cli, bucket, cache, "--all", "--check", code=1)["problems"]

@@ -4,6 +4,7 @@ has, the observatory a context's name gives, contexts named by path or URL."""
 import json
 
 import pytest
+from conftest import overwrite_unseen
 
 CONTEXT = "roman_0007.pmap"
 
@@ -66,7 +67,7 @@ def test_crds_check_and_repair_spellings(bucket, cli, tmp_path) -> None:
     cache = tmp_path / "cache"
     run(cli, bucket, cache, "--context", CONTEXT)
     victim = sorted((cache / "references/roman").iterdir())[0]
-    victim.write_bytes(b"x" * victim.stat().st_size)  # same size, wrong bytes
+    overwrite_unseen(victim, b"x" * victim.stat().st_size)  # same size, wrong bytes
 
     by_size, _ = run(cli, bucket, cache, "--context", CONTEXT, "-k")
     assert by_size.exit_code == 0

@@ -9,10 +9,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .layout import Kind
 from .plans import FileSpec
 from .retry import Mismatch
+
+if TYPE_CHECKING:
+    from .verified import VerifiedIndex
 
 HASH_BLOCK = 4 << 20
 # Kinds whose directory belongs to the plan; config/ holds crds's own files too.
@@ -29,33 +33,48 @@ class Problem:
         return {"name": self.spec.name, "path": str(self.spec.path), "problem": self.kind}
 
 
-def check(plan: list[FileSpec], cache: Path, verify: bool) -> list[Problem]:
-    """Every planned file that is absent or wrong: by size, and by SHA-1 if `verify`.
+def check(
+    plan: list[FileSpec], cache: Path, verify: bool, index: "VerifiedIndex | None" = None
+) -> list[Problem]:
+    """Every planned file that is absent or wrong: by size, and by SHA-1 if `verify`
+    or if `index` says the file changed since it was verified (`verified`, which
+    learns what each valid file looks like now).
 
     Blocking (it may hash gigabytes): run it in a worker thread.
     """
     problems = []
     for spec in plan:
-        found = defect(cache / spec.path, spec.size, spec.sha1 if verify else None)
-        if found:
-            problems.append(Problem(spec, *found))
+        path = cache / spec.path
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            problems.append(Problem(spec, "missing", "not in the cache"))
+            continue
+        rehash = verify or (index is not None and index.changed(spec, found))
+        wrong = _wrong(path, found.st_size, spec.size, spec.sha1 if rehash else None)
+        if wrong:
+            problems.append(Problem(spec, "corrupt", wrong))
+        elif index is not None:
+            index.saw(spec, found)
     return problems
 
 
 def defect(path: Path, size: int | None, sha1: str | None) -> tuple[str, str] | None:
     """What is wrong with the cached file at `path`, as ("missing" | "corrupt",
-    detail), or None if it has `size` and `sha1` (each checked unless None).
-
-    The one test of a cached file, for `--check` and for a sync's skip-if-valid.
-    """
+    detail), or None if it has `size` and `sha1` (each checked unless None)."""
     try:
         actual = path.stat().st_size
     except FileNotFoundError:
         return "missing", "not in the cache"
+    wrong = _wrong(path, actual, size, sha1)
+    return ("corrupt", wrong) if wrong else None
+
+
+def _wrong(path: Path, actual: int, size: int | None, sha1: str | None) -> str | None:
     if size is not None and actual != size:
-        return "corrupt", f"{actual} bytes, expected {size}"
+        return f"{actual} bytes, expected {size}"
     if sha1 is not None and (digest := _sha1_of_file(path)) != sha1:
-        return "corrupt", f"SHA-1 {digest}, expected {sha1}"
+        return f"SHA-1 {digest}, expected {sha1}"
     return None
 
 

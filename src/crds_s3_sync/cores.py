@@ -45,6 +45,7 @@ from .s3errors import one_line
 from .settings import Location, Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
+from .workfiles import RunFile
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -197,7 +198,8 @@ async def _work(sock: socket.socket, settings: Settings, options: TransferOption
             async with task_group() as group:
                 group.start_soon(relay.pump)
                 group.start_soon(_cancel_on_close, reader, group.cancel_scope)
-                report = await Transfer(source, settings.cache, relay, options).run(files)
+                with RunFile(settings.cache):
+                    report = await Transfer(source, settings.cache, relay, options).run(files)
                 group.cancel_scope.cancel()
             relay.flush()
             await _send(writer, {"report": asdict(report)})

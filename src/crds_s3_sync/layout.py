@@ -5,20 +5,16 @@ mirrors its rules for the two layouts crds_s3_set offers: `flat`
 (references/<obs>/<file>) and `instrument` (references/<obs>/<instrument>/<file>).
 """
 
-import contextlib
 import functools
-import itertools
 import os
-import socket
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from .durable import settle
 from .errors import SyncError
+from .workfiles import temporary_name
 
 MODE_FILE = "ref_cache_subdir_mode"  # crds.core.config.CRDS_SUBDIR_TAG_FILE
-_HOST = socket.gethostname().replace(".", "-")[:32]  # shared caches span machines
 
 
 class Layout(StrEnum):
@@ -93,9 +89,6 @@ def write_cache_layout(cache: Path, observatory: str, layout: Layout) -> None:
     atomic_write(cache / "config" / observatory / MODE_FILE, layout.value.encode())
 
 
-_serial = itertools.count()
-
-
 def crds_environment(cache: Path, observatory: str, layout: Layout) -> dict[str, str]:
     """What crds, and the pipelines through it, need to read this cache offline: the
     cache, local mode, the observatory (without it crds asks its server), a server URL
@@ -109,52 +102,6 @@ def crds_environment(cache: Path, observatory: str, layout: Layout) -> dict[str,
     }
 
 
-def temporary_name(final: Path) -> str:
-    """A hidden name beside `final`: same file system, so the rename is atomic.
-
-    Names from the bucket never start with '.', so this cannot collide with one;
-    the host, process id and a counter keep concurrent writers apart. A string,
-    not a Path: small files make this a hot path.
-    """
-    directory, name = os.path.split(final)
-    return f"{directory}/.{name}.{_HOST}-{os.getpid()}-{next(_serial)}.tmp"
-
-
-def remove_stale_temporaries(directories: Iterable[Path]) -> int:
-    """Remove temporary files (`temporary_name`) left in `directories` by runs on this
-    host that are gone (killed, or the machine lost power): the process id in the
-    name no longer runs. Another host's, or a live process's, are left alone. Returns
-    how many went."""
-    removed = 0
-    for directory in directories:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue  # not there yet
-        for entry in entries:
-            if _stale(entry.name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
-
-
-def _stale(name: str) -> bool:
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return False
-    owner, _, serial = name[: -len(".tmp")].rpartition("-")
-    owner, _, pid = owner.rpartition("-")
-    if not (owner.endswith(f".{_HOST}") and pid.isdigit() and serial.isdigit()):
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
-
-
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """`path` holds `data` whole or not at all; flushed before it appears if `durable`
     (crds's config files; a resumable download's record need not be, as the file
@@ -162,7 +109,7 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temporary_name(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             view = memoryview(data)
             while view:

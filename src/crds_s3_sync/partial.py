@@ -45,7 +45,7 @@ class PartialFile:
     def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
         """Resume what a record describes, or start afresh with `part_size`."""
         part_size, done = _completed_parts(final, size, sha1) or (part_size, set())
-        fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
         if not done:
             os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
             os.ftruncate(fd, size)

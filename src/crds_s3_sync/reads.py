@@ -7,7 +7,7 @@ Each read is bounded (LIMITS): a hostile bucket cannot fill memory with a
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FormatError, NotFound, SourceError, SyncError
@@ -98,13 +98,15 @@ class PickleFetcher:
 @dataclass
 class MappingFetcher:
     """Mappings for the walk: known from an earlier run's parse, or read from the
-    cache when already there and valid, else fetched from S3."""
+    cache when already there and valid, else fetched from S3. A cached copy that
+    fails its check is named in `bad`, for the run to replace or remove."""
 
     source: S3Source
     settings: Settings
     server_config: ServerConfig
     contexts: list[str]
     index: MappingIndex
+    bad: set[str] = field(default_factory=set)
 
     def known(self, name: str) -> Mapping | None:
         """The earlier parse of `name`, if server_config still names the SHA-1 it was
@@ -136,8 +138,10 @@ class MappingFetcher:
                 data = local.read_bytes() if local.stat().st_size == meta.size else None
             except OSError:
                 data = None
-            if data is not None and hashlib.sha1(data).hexdigest() == meta.sha1:
-                return data
+            if data is not None:
+                if hashlib.sha1(data).hexdigest() == meta.sha1:
+                    return data
+                self.bad.add(name)
         try:
             data = await self.source.get_bytes(self.settings.mappings, name, LIMITS[Kind.mapping])
         except NotFound:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,9 +22,11 @@ from .layout import (
     Kind,
     check_cache_layout,
     crds_environment,
+    relative_path,
     write_cache_config,
     write_cache_layout,
 )
+from .locks import Locks
 from .mapping_index import MappingIndex
 from .organize import organize
 from .plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
@@ -33,7 +35,9 @@ from .reads import MappingFetcher, PickleFetcher, choose_contexts, load_server_c
 from .settings import Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
+from .verified import VerifiedIndex
 from .walker import Selection, walk, walk_pickles
+from .workfiles import RunFile, sweep
 
 if TYPE_CHECKING:
     from .cores import Helpers
@@ -93,6 +97,7 @@ async def run_stages(
         )
         what = "context pickles" if pickles else "mappings"
         progress.note(f"reading the {what} of {_counted(contexts, 'context')}")
+        verified = VerifiedIndex.load(settings.cache, settings.observatory)
         if pickles:
             fetch_pickle = PickleFetcher(source, settings)
             walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
@@ -101,6 +106,10 @@ async def run_stages(
             fetcher = MappingFetcher(source, settings, server_config, contexts, index)
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
+            for name in fetcher.bad:  # found corrupt: re-hashed (and replaced) below
+                verified.doubt(
+                    relative_path(Kind.mapping, name, settings.observatory, settings.layout)
+                )
         needed = build_plan(walked, server_config, config_bytes, settings)
         plan = needed
         if options.mappings_only:
@@ -120,22 +129,13 @@ async def run_stages(
         )
         if options.organize:
             await _organize(needed, settings, options.dry_run, progress)
-        fetch = await _act(options, settings, result, needed)
+        fetch = await _act(options, settings, result, needed, verified)
         if fetch is not None:
-            _prepare_cache(settings)
-            missing = await _check_room(fetch, settings.cache, progress)
+            prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
             transfer = Transfer(
-                source,
-                settings.cache,
-                progress,
-                options.transfer,
-                prefetched={SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles},
-                helpers=helpers,
-                missing=frozenset(spec.name for spec in missing),
+                source, settings.cache, progress, options.transfer, prefetched, helpers=helpers
             )
-            progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
-            with progress:
-                result.report = await transfer.run(fetch)
+            result.report = await _fetch(transfer, fetch, settings, verified)
             try:
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
@@ -150,40 +150,72 @@ async def run_stages(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
                 ) from None
             if options.purge:  # the files of this plan are in place: the rest may go
-                await _purge(needed, settings, options.purge, options.dry_run, result)
+                await _purge(needed, settings, options.purge, False, result, verified)
     result.seconds = time.monotonic() - start
     return result
 
 
+async def _fetch(
+    transfer: Transfer, fetch: list[FileSpec], settings: Settings, verified: VerifiedIndex
+) -> Report:
+    """The transfer, with the cache made ready before (debris of runs that are gone
+    swept, changed files found) and what was verified recorded after."""
+    _prepare_cache(settings)
+    cache, progress = settings.cache, transfer.progress
+    transfer.locks = Locks(progress.note)
+    with RunFile(cache):
+        await anyio.to_thread.run_sync(sweep, cache, {cache / s.path.parent for s in fetch})
+        missing = await _check_room(fetch, cache, progress, verified)
+        transfer.missing = frozenset(spec.name for spec in missing)
+        progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
+        with progress:
+            report = await transfer.run(fetch)
+        # What was fetched, or re-hashed with --verify, is verified as it is now.
+        checked = fetch if transfer.options.verify else missing
+        await anyio.to_thread.run_sync(_remember, checked, report, cache, verified)
+        try:
+            await verified.save(transfer.locks)
+        except OSError as exc:
+            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
+    return report
+
+
 async def _act(
-    options: SyncOptions, settings: Settings, result: SyncResult, needed: list[FileSpec]
+    options: SyncOptions,
+    settings: Settings,
+    result: SyncResult,
+    needed: list[FileSpec],
+    verified: VerifiedIndex,
 ) -> list[FileSpec] | None:
     """Everything but fetching; returns what to fetch, or None. `needed` is every file
     the contexts need, whatever part of it the plan is (rules only, a shard)."""
     cache = settings.cache
     if options.action in (Action.check, Action.repair):
-        await _find_problems(options, settings, result)
+        await _find_problems(options, settings, result, verified)
         if options.action is Action.check or options.dry_run:
             return None
-        corrupt = [cache / p.spec.path for p in result.problems if p.kind == "corrupt"]
-        await anyio.to_thread.run_sync(remove, corrupt)  # known bad: no reason to keep them
+        # known bad: no reason to keep them
+        await anyio.to_thread.run_sync(remove, _corrupt(result.problems, cache))
         return [problem.spec for problem in result.problems]
     if options.action is Action.purge:
-        await _purge(needed, settings, options.purge or PURGEABLE, options.dry_run, result)
+        kinds = options.purge or PURGEABLE
+        await _purge(needed, settings, kinds, options.dry_run, result, verified)
         return None
     if options.action is Action.key:
         return None
     if options.dry_run:  # what the run would fetch: the missing and corrupt files
-        await _find_problems(options, settings, result)
+        await _find_problems(options, settings, result, verified)
         return None
     return result.plan
 
 
-async def _find_problems(options: SyncOptions, settings: Settings, result: SyncResult) -> None:
+async def _find_problems(
+    options: SyncOptions, settings: Settings, result: SyncResult, verified: VerifiedIndex
+) -> None:
     """The plan against the cache (a cache of another layout is refused first)."""
     check_cache_layout(settings.cache, settings.observatory, settings.layout)
     result.problems = await anyio.to_thread.run_sync(
-        check, result.plan, settings.cache, options.transfer.verify
+        check, result.plan, settings.cache, options.transfer.verify, verified
     )
 
 
@@ -193,12 +225,28 @@ async def _purge(
     kinds: tuple[Kind, ...],
     dry_run: bool,
     result: SyncResult,
+    verified: VerifiedIndex,
 ) -> None:
-    """Remove (with `dry_run`, only list) the files of `kinds` that `needed` does not name."""
-    obs = settings.observatory
-    result.purged = await anyio.to_thread.run_sync(unneeded, needed, settings.cache, obs, kinds)
-    if not dry_run:
+    """Remove (with `dry_run`, only list) the files of `kinds` that `needed` does not name,
+    and the debris of runs that are gone (`workfiles`)."""
+    cache, obs = settings.cache, settings.observatory
+    result.purged = await anyio.to_thread.run_sync(unneeded, needed, cache, obs, kinds)
+    if dry_run:
+        return
+    with RunFile(cache):
+        roots = [cache / kind.directory / obs for kind in kinds]
+        await anyio.to_thread.run_sync(sweep, cache, [d for r in roots for d, _, _ in os.walk(r)])
         await anyio.to_thread.run_sync(remove, result.purged)
+        for path in result.purged:
+            verified.forget(PurePosixPath(path.relative_to(cache)))
+        doubted = [spec for spec in needed if spec.path in verified.doubted]
+        if doubted:  # mappings that failed their check during the walk
+            found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
+            await anyio.to_thread.run_sync(remove, _corrupt(found, cache))
+        try:
+            await verified.save(Locks(lambda message: None))
+        except OSError as exc:
+            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
 
 
 async def _organize(
@@ -215,11 +263,16 @@ async def _organize(
         write_cache_layout(cache, obs, layout)
 
 
-async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) -> list[FileSpec]:
+async def _check_room(
+    fetch: list[FileSpec], cache: Path, progress: Progress, verified: VerifiedIndex
+) -> list[FileSpec]:
     """Say what is still to fetch, and stop before writing anything if the cache's
     file system cannot hold it (what a failed file would reveal hours later).
-    Returns the files missing or of the wrong size."""
-    problems = await anyio.to_thread.run_sync(check, fetch, cache, False)
+    Returns the files missing or wrong (by size, or by SHA-1 where `verified` saw
+    them change). The wrong ones are removed first: were their fetch to fail, no
+    wrong file would be left where crds looks."""
+    problems = await anyio.to_thread.run_sync(check, fetch, cache, False, verified)
+    await anyio.to_thread.run_sync(remove, _corrupt(problems, cache))
     missing = [problem.spec for problem in problems]
     needed = sum(spec.size or 0 for spec in missing)
     progress.note(
@@ -233,6 +286,28 @@ async def _check_room(fetch: list[FileSpec], cache: Path, progress: Progress) ->
             "sync fewer contexts (nothing was written)"
         )
     return missing
+
+
+def _corrupt(problems: list[Problem], cache: Path) -> list[Path]:
+    return [cache / problem.spec.path for problem in problems if problem.kind == "corrupt"]
+
+
+def _remember(
+    checked: list[FileSpec], report: Report, cache: Path, verified: VerifiedIndex
+) -> None:
+    """Record how the files `checked` in this run (fetched, or re-hashed) look now;
+    one that failed is forgotten, whatever is left at its path."""
+    failed = {failure["name"] for failure in report.failed}
+    for spec in checked:
+        if spec.name in failed:
+            verified.forget(spec.path)
+            continue
+        try:
+            found = os.stat(cache / spec.path)
+        except OSError:
+            continue
+        if spec.size is None or found.st_size == spec.size:
+            verified.saw(spec, found)
 
 
 def _counted(items: Sized, noun: str) -> str:

@@ -35,8 +35,7 @@ from .audit import check_received, defect
 from .concurrency import Window
 from .durable import Batches, settle
 from .errors import SourceError, SyncError
-from .layout import remove_stale_temporaries, temporary_name
-from .locks import file_lock
+from .locks import Locks
 from .plans import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
@@ -44,6 +43,7 @@ from .ranged import Buffers, RangedFile
 from .retry import RETRY_TIME
 from .s3errors import one_line
 from .source import READ_TIMEOUT, S3Source
+from .workfiles import temporary_name
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
@@ -107,7 +107,10 @@ class Transfer:
     prefetched: dict[str, bytes] = field(default_factory=dict)
     report: Report = field(default_factory=Report)
     helpers: "Helpers | None" = None  # other processes that take shares of the small files
-    missing: frozenset[str] = frozenset()  # names missing or of the wrong size at the start
+    # Names the check before the run found missing or wrong; the rest it found valid.
+    # None: no such check (a helper's share), so each file is looked at.
+    missing: frozenset[str] | None = None
+    locks: Locks | None = None  # the run's, where it has them (`locks`)
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
@@ -119,9 +122,8 @@ class Transfer:
         # alone could pass the memory the whole run should use.
         self._bodies = Window(BODIES)
         self._batches = Batches(self.cache, self.options.durable)
+        self._locks = self.locks or Locks(self.progress.note)
         plan = list(plan)
-        parents = {spec.path.parent for spec in plan}
-        await self._off_loop(remove_stale_temporaries, [self.cache / p for p in parents])
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
         try:
@@ -143,6 +145,7 @@ class Transfer:
             spec.size is not None
             and spec.size <= IN_MEMORY
             and spec.name not in self.prefetched
+            and self.missing is not None
             and spec.name in self.missing
         )
 
@@ -150,8 +153,10 @@ class Transfer:
         final = self.cache / spec.path
         try:
             size = await self._expected_size(spec)
-            fetched = not await self._is_valid(final, spec, size) and await self._fetch(
-                spec, final, size
+            fetched = (
+                self._in_doubt(spec)
+                and not await self._is_valid(final, spec, size)
+                and await self._fetch(spec, final, size)
             )
         except (SourceError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
@@ -184,7 +189,7 @@ class Transfer:
         if size <= IN_MEMORY or spec.name in self.prefetched:
             await self.source.retry.run(lambda: self._whole(spec, final, size), where)
             return True
-        async with file_lock(final):
+        async with self._locks.hold(final):
             if await self._is_valid(final, spec, size):
                 return False
             if size >= self.options.threshold:
@@ -202,6 +207,11 @@ class Transfer:
             else:
                 await self.source.retry.run(lambda: self._whole(spec, final, size), where)
         return True
+
+    def _in_doubt(self, spec: FileSpec) -> bool:
+        """Whether `spec` needs a look: the check before the run found it missing or
+        wrong, there was no such check, or every file is to be re-hashed."""
+        return self.missing is None or spec.name in self.missing or self.options.verify
 
     async def _expected_size(self, spec: FileSpec) -> int:
         if spec.size is not None:
@@ -256,7 +266,7 @@ class Transfer:
 
     async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
         digest = hashlib.sha1()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
             self.progress.advanced(spec, size)
@@ -272,7 +282,7 @@ def _write_verified(temp: str, data: bytes, spec: FileSpec, size: int) -> None:
     files are mostly such overhead (pathlib's and io's layers cost more than the
     write). The rename comes once the file is flushed (`durable`)."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         view = memoryview(data)
         while view:
