@@ -4,58 +4,14 @@ own fsync, or a syncfs of the cache's file system) after the temporary file was
 created and before the rename, and its directory was flushed after."""
 
 import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import mappings_of
+from tracing import FD_PATH, RENAME, events, needs_strace, traced
 
 NIRSPEC = "jwst_nirspec_0192.imap"
-LINE = re.compile(r"^(\d+\.\d+) (\w+)\((.*)\) += (-?\d+)")
-FD_PATH = re.compile(r"^\d+<([^>]+)>")
-RENAME = re.compile(r'"([^"]+)", (?:AT_FDCWD, )?"([^"]+)"')
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("strace") is None, reason="needs strace (apt-get install strace)"
-)
-
-
-def traced(command: list[str], log: Path) -> subprocess.CompletedProcess:
-    calls = "openat,rename,renameat,renameat2,fsync,fdatasync,syncfs"
-    return subprocess.run(
-        [
-            "strace",
-            "-f",
-            "-ff",
-            "-ttt",
-            "-y",
-            "-qq",
-            "-e",
-            f"trace={calls}",
-            "-o",
-            str(log),
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-
-
-def events(log: Path) -> list[tuple[float, str, str]]:
-    """Every completed call of every thread, in time order: (time, call, arguments)."""
-    found = []
-    for part in log.parent.glob(f"{log.name}.*"):
-        for line in part.read_text().splitlines():
-            if match := LINE.match(line):
-                time, call, arguments, result = match.groups()
-                if result != "-1":
-                    found.append((float(time), call, arguments))
-    return sorted(found)
+pytestmark = needs_strace
 
 
 def test_every_final_name_is_flushed_before_it_appears(make_bucket, tmp_path) -> None:
@@ -100,24 +56,3 @@ def test_no_fsync_flushes_nothing_it_downloads(make_bucket, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     flushed = [a for _, call, a in events(tmp_path / "trace") if call in ("fsync", "syncfs")]
     assert not [a for a in flushed if "/references/" in a]
-
-
-def test_only_temporaries_of_gone_processes_on_this_host_are_removed(tmp_path) -> None:
-    from crds_s3_sync.layout import remove_stale_temporaries, temporary_name
-
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    dead_pid = int(gone.stdout)
-    ours = Path(temporary_name(tmp_path / "live.fits"))  # this process: alive
-    dead = Path(str(ours).replace(f"-{os.getpid()}-", f"-{dead_pid}-").replace("live", "dead"))
-    elsewhere = tmp_path / ".far.fits.another-host-1-1.tmp"
-    final = tmp_path / "kept.fits"
-    for path in (ours, dead, elsewhere, final):
-        path.write_bytes(b"x")
-    assert remove_stale_temporaries([tmp_path, tmp_path / "missing"]) == 1
-    assert not dead.exists()
-    assert ours.exists() and elsewhere.exists() and final.exists()

@@ -90,6 +90,9 @@ def test_a_killed_sync_resumes(make_bucket, tmp_path, when: str, count: int) -> 
     code, _, _ = signal_at(bucket, cache, signal.SIGKILL, when, count, big)
     assert code == -signal.SIGKILL
     check_nothing_wrong(cache, bucket) if cache.exists() else None
+    debris = [name for name in files_under(cache) if Path(name).name.startswith(".")]
+    if when != "mappings":  # killed while fetching: its run file at least is left
+        assert any(name.endswith(".run") for name in debris), debris
 
     again = subprocess.run(
         command(bucket, cache, "--context", NIRSPEC, "--json", "-q", *PARTS),
@@ -106,6 +109,9 @@ def test_a_killed_sync_resumes(make_bucket, tmp_path, when: str, count: int) -> 
     if when == "big":
         assert report["resumed_bytes"] > 0
     check_nothing_wrong(cache, bucket)
+    # No debris: no hidden file is left, and what was verified is recorded.
+    assert not [name for name in files_under(cache) if Path(name).name.startswith(".")]
+    assert (cache / "config/jwst/crds-s3-sync-verified.json").is_file()
     check = subprocess.run(
         command(bucket, cache, "--context", NIRSPEC, "--check", "--verify", "-q"),
         capture_output=True,
