@@ -172,6 +172,41 @@ def final_lines(stderr: str) -> list[str]:
     return [line for line in stderr.strip().splitlines() if not _PROGRESS.match(line)]
 
 
+FILE_SYSTEMS = ["disk", "tmpfs", "ext4-image"]
+
+
+@pytest.fixture(params=FILE_SYSTEMS)
+def file_system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A directory on each kind of file system this machine offers a cache: the
+    test directory's own, a tmpfs, and a loop-mounted ext4 image. The last two are
+    mounted for the test, which takes root; otherwise they are skipped, saying why."""
+    kind = request.param
+    if kind == "disk":
+        yield tmp_path
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"{kind}: mounting a file system for the test needs root")
+    mount = tmp_path / kind
+    mount.mkdir()
+    if kind == "tmpfs":
+        command = ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)]
+    else:
+        image = tmp_path / "ext4.img"
+        with image.open("wb") as stream:
+            stream.truncate(256 << 20)
+        made = subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"{kind}: mkfs.ext4 failed: {made.stderr.strip()}")
+        command = ["mount", "-o", "loop", str(image), str(mount)]
+    mounted = subprocess.run(command, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"{kind}: cannot mount here: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def overwrite_unseen(path: Path, data: bytes) -> None:
     """Rewrite `path` in place, then give it back its modification time: a change
     only a SHA-1 can find (as a copy that keeps times may bring)."""

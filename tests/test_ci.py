@@ -210,9 +210,9 @@ def command(bucket: Bucket, cache: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--cache", str(cache), *extra]
 
 
-def test_concurrent_syncs_share_a_cache(make_bucket, cli, tmp_path) -> None:
+def test_concurrent_syncs_share_a_cache(make_bucket, cli, tmp_path, file_system) -> None:
     bucket = make_bucket("jwst", mappings=mappings_of("jwst", *IMAPS))
-    cache = tmp_path / "cache"
+    cache = file_system / "cache"
     selections = [TWO, ["--context", IMAPS[1]], ["--context", IMAPS[2], *TWO], TWO]
     runs = [
         subprocess.Popen(
@@ -253,9 +253,9 @@ time.sleep(120)
 """
 
 
-def test_a_held_lock_waits_and_a_dead_holders_lock_does_not(make_bucket, tmp_path) -> None:
+def test_a_held_lock_waits_and_a_dead_holders_lock_does_not(make_bucket, file_system) -> None:
     bucket = make_bucket("roman", sizes={DARK: 2 * IN_MEMORY})  # big enough to be locked
-    cache = tmp_path / "cache"
+    cache = file_system / "cache"
     target = cache / "references" / "roman" / DARK
     target.parent.mkdir(parents=True)
     lock = target.with_name(f".{DARK}.lock")

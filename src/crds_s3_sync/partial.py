@@ -45,7 +45,12 @@ class PartialFile:
     def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
         """Resume what a record describes, or start afresh with `part_size`."""
         part_size, done = _completed_parts(final, size, sha1) or (part_size, set())
-        fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's, not writable by us: start afresh
+            discard_parts(final)
+            done = set()
+            fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
         if not done:
             os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
             os.ftruncate(fd, size)
@@ -89,12 +94,17 @@ class PartialFile:
 
     def discard(self) -> None:
         os.close(self.fd)
-        self.temp.unlink(missing_ok=True)
-        self.record.unlink(missing_ok=True)
+        discard_parts(self.final)
 
     def close(self) -> None:
         """Stop for now; the parts and their record stay for the next run."""
         os.close(self.fd)
+
+
+def discard_parts(final: Path) -> None:
+    """Remove what an earlier run kept of `final` (only under its lock)."""
+    _temp(final).unlink(missing_ok=True)
+    _record(final).unlink(missing_ok=True)
 
 
 def _part_count(size: int, part_size: int) -> int:

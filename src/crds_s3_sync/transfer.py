@@ -36,6 +36,7 @@ from .concurrency import Window
 from .durable import Batches, settle
 from .errors import SourceError, SyncError
 from .locks import Locks
+from .partial import discard_parts
 from .plans import FileSpec
 from .pool import for_each, task_group
 from .progress import Progress
@@ -206,6 +207,7 @@ class Transfer:
                 self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
                 await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+                discard_parts(final)  # an earlier run's, split by a smaller threshold
         return True
 
     def _in_doubt(self, spec: FileSpec) -> bool:
