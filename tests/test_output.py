@@ -120,8 +120,14 @@ def test_shell_completion_is_available() -> None:
     """The script bash would install, and bash's question answered: what completes
     `--veri`."""
     command = [sys.executable, "-m", "crds_s3_sync"]
+    # The shell named, not detected: whatever runs the tests may not be a shell.
+    named = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     shown = subprocess.run(
-        [*command, "--show-completion", "bash"], capture_output=True, text=True, check=False
+        [*command, "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=named,
     )
     assert shown.returncode == 0 and "complete -o default" in shown.stdout
     variable = re.search(r"(_[A-Z0-9_]+_COMPLETE)=complete_bash", shown.stdout).group(1)

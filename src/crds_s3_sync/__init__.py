@@ -22,7 +22,13 @@ A sync runs these stages, each in its own module (`stages.py` runs them in order
 - `layout`: where files go in the cache (flat | instrument) and crds's config files
 - `audit`: the cache against the plan (`--check`, `--repair`, `--purge`);
   `organize` moves a cache's references into the other layout
-- `locks`: one downloader per file over 1 MiB across processes sharing a cache
+- `locks`: one downloader per file over 1 MiB across processes sharing a cache,
+  lock-free where the file system has no locks; `workfiles` names work in
+  progress after its run (which holds a run file) and sweeps away that of runs
+  that are gone
+- `verified`: what each file looked like when verified, so a re-run re-hashes
+  exactly the files changed since; `upkeep` readies the cache before a transfer,
+  records what it verified after, and purges
 - `transfer`: the worker pool that downloads, verifies and renames into place;
   `ranged` fetches a large file in parts (as many at once as pay), hashed in
   order from memory, and `partial` keeps its completed parts across runs;

@@ -4,19 +4,15 @@ This is the only module that knows the order of the stages; each stage lives in
 its own module and can be tested alone.
 """
 
-import os
-import shutil
 import time
-from collections.abc import Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-from rich.filesize import decimal
 
-from .audit import PURGEABLE, Problem, check, remove, unneeded
+from .audit import PURGEABLE, Problem, check, remove
 from .errors import SyncError
 from .layout import (
     Kind,
@@ -24,20 +20,17 @@ from .layout import (
     crds_environment,
     relative_path,
     write_cache_config,
-    write_cache_layout,
 )
-from .locks import Locks
 from .mapping_index import MappingIndex
-from .organize import organize
 from .plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
 from .progress import Progress
 from .reads import MappingFetcher, PickleFetcher, choose_contexts, load_server_config
 from .settings import Settings
 from .source import S3Source
 from .transfer import Report, Transfer, TransferOptions
+from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
 from .verified import VerifiedIndex
 from .walker import Selection, walk, walk_pickles
-from .workfiles import RunFile, sweep
 
 if TYPE_CHECKING:
     from .cores import Helpers
@@ -96,7 +89,7 @@ async def run_stages(
             source, settings, options.selection, server_config
         )
         what = "context pickles" if pickles else "mappings"
-        progress.note(f"reading the {what} of {_counted(contexts, 'context')}")
+        progress.note(f"reading the {what} of {counted(contexts, 'context')}")
         verified = VerifiedIndex.load(settings.cache, settings.observatory)
         if pickles:
             fetch_pickle = PickleFetcher(source, settings)
@@ -117,9 +110,9 @@ async def run_stages(
         if options.shard:
             plan = shard(plan, *options.shard)
         progress.note(
-            f"planned {_counted(plan, 'file')} from {_counted(walked.mappings, 'mapping')}"
+            f"planned {counted(plan, 'file')} from {counted(walked.mappings, 'mapping')}"
             if not pickles
-            else f"planned {_counted(plan, 'file')}"
+            else f"planned {counted(plan, 'file')}"
         )
         result = SyncResult(
             contexts,
@@ -128,14 +121,14 @@ async def run_stages(
             environment=crds_environment(settings.cache, settings.observatory, settings.layout),
         )
         if options.organize:
-            await _organize(needed, settings, options.dry_run, progress)
+            await organize_references(needed, settings, options.dry_run, progress)
         fetch = await _act(options, settings, result, needed, verified)
         if fetch is not None:
             prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
             transfer = Transfer(
                 source, settings.cache, progress, options.transfer, prefetched, helpers=helpers
             )
-            result.report = await _fetch(transfer, fetch, settings, verified)
+            result.report = await fetch_files(transfer, fetch, settings, verified)
             try:
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
@@ -150,34 +143,9 @@ async def run_stages(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
                 ) from None
             if options.purge:  # the files of this plan are in place: the rest may go
-                await _purge(needed, settings, options.purge, False, result, verified)
+                result.purged = await purge(needed, settings, options.purge, False, verified)
     result.seconds = time.monotonic() - start
     return result
-
-
-async def _fetch(
-    transfer: Transfer, fetch: list[FileSpec], settings: Settings, verified: VerifiedIndex
-) -> Report:
-    """The transfer, with the cache made ready before (debris of runs that are gone
-    swept, changed files found) and what was verified recorded after."""
-    _prepare_cache(settings)
-    cache, progress = settings.cache, transfer.progress
-    transfer.locks = Locks(progress.note)
-    with RunFile(cache):
-        await anyio.to_thread.run_sync(sweep, cache, {cache / s.path.parent for s in fetch})
-        missing = await _check_room(fetch, cache, progress, verified)
-        transfer.missing = frozenset(spec.name for spec in missing)
-        progress.planned(len(fetch), sum(spec.size or 0 for spec in fetch))
-        with progress:
-            report = await transfer.run(fetch)
-        # What was fetched, or re-hashed with --verify, is verified as it is now.
-        checked = fetch if transfer.options.verify else missing
-        await anyio.to_thread.run_sync(_remember, checked, report, cache, verified)
-        try:
-            await verified.save(transfer.locks)
-        except OSError as exc:
-            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
-    return report
 
 
 async def _act(
@@ -195,11 +163,11 @@ async def _act(
         if options.action is Action.check or options.dry_run:
             return None
         # known bad: no reason to keep them
-        await anyio.to_thread.run_sync(remove, _corrupt(result.problems, cache))
+        await anyio.to_thread.run_sync(remove, corrupt_paths(result.problems, cache))
         return [problem.spec for problem in result.problems]
     if options.action is Action.purge:
         kinds = options.purge or PURGEABLE
-        await _purge(needed, settings, kinds, options.dry_run, result, verified)
+        result.purged = await purge(needed, settings, kinds, options.dry_run, verified)
         return None
     if options.action is Action.key:
         return None
@@ -217,109 +185,3 @@ async def _find_problems(
     result.problems = await anyio.to_thread.run_sync(
         check, result.plan, settings.cache, options.transfer.verify, verified
     )
-
-
-async def _purge(
-    needed: list[FileSpec],
-    settings: Settings,
-    kinds: tuple[Kind, ...],
-    dry_run: bool,
-    result: SyncResult,
-    verified: VerifiedIndex,
-) -> None:
-    """Remove (with `dry_run`, only list) the files of `kinds` that `needed` does not name,
-    and the debris of runs that are gone (`workfiles`)."""
-    cache, obs = settings.cache, settings.observatory
-    result.purged = await anyio.to_thread.run_sync(unneeded, needed, cache, obs, kinds)
-    if dry_run:
-        return
-    with RunFile(cache):
-        roots = [cache / kind.directory / obs for kind in kinds]
-        await anyio.to_thread.run_sync(sweep, cache, [d for r in roots for d, _, _ in os.walk(r)])
-        await anyio.to_thread.run_sync(remove, result.purged)
-        for path in result.purged:
-            verified.forget(PurePosixPath(path.relative_to(cache)))
-        doubted = [spec for spec in needed if spec.path in verified.doubted]
-        if doubted:  # mappings that failed their check during the walk
-            found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
-            await anyio.to_thread.run_sync(remove, _corrupt(found, cache))
-        try:
-            await verified.save(Locks(lambda message: None))
-        except OSError as exc:
-            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
-
-
-async def _organize(
-    needed: list[FileSpec], settings: Settings, dry_run: bool, progress: Progress
-) -> None:
-    """The cache's references into `settings.layout`, its tag written last."""
-    instruments = {spec.name: spec.instrument for spec in needed if spec.instrument}
-    cache, obs, layout = settings.cache, settings.observatory, settings.layout
-    moves = await anyio.to_thread.run_sync(organize, cache, obs, layout, instruments, dry_run)
-    left = f"; {len(moves.unknown):,} of no known instrument left in place" if moves.unknown else ""
-    verb = "would move" if dry_run else "moved"
-    progress.note(f"organize: {verb} {moves.moved:,} references into the {layout} layout{left}")
-    if not dry_run:
-        write_cache_layout(cache, obs, layout)
-
-
-async def _check_room(
-    fetch: list[FileSpec], cache: Path, progress: Progress, verified: VerifiedIndex
-) -> list[FileSpec]:
-    """Say what is still to fetch, and stop before writing anything if the cache's
-    file system cannot hold it (what a failed file would reveal hours later).
-    Returns the files missing or wrong (by size, or by SHA-1 where `verified` saw
-    them change). The wrong ones are removed first: were their fetch to fail, no
-    wrong file would be left where crds looks."""
-    problems = await anyio.to_thread.run_sync(check, fetch, cache, False, verified)
-    await anyio.to_thread.run_sync(remove, _corrupt(problems, cache))
-    missing = [problem.spec for problem in problems]
-    needed = sum(spec.size or 0 for spec in missing)
-    progress.note(
-        f"{_counted(missing, 'file')} to fetch ({decimal(needed)}), "
-        f"{len(fetch) - len(missing):,} already valid"
-    )
-    free = shutil.disk_usage(cache).free
-    if needed > free:
-        raise SyncError(
-            f"{cache}: {decimal(needed)} to fetch but {decimal(free)} free; free space or "
-            "sync fewer contexts (nothing was written)"
-        )
-    return missing
-
-
-def _corrupt(problems: list[Problem], cache: Path) -> list[Path]:
-    return [cache / problem.spec.path for problem in problems if problem.kind == "corrupt"]
-
-
-def _remember(
-    checked: list[FileSpec], report: Report, cache: Path, verified: VerifiedIndex
-) -> None:
-    """Record how the files `checked` in this run (fetched, or re-hashed) look now;
-    one that failed is forgotten, whatever is left at its path."""
-    failed = {failure["name"] for failure in report.failed}
-    for spec in checked:
-        if spec.name in failed:
-            verified.forget(spec.path)
-            continue
-        try:
-            found = os.stat(cache / spec.path)
-        except OSError:
-            continue
-        if spec.size is None or found.st_size == spec.size:
-            verified.saw(spec, found)
-
-
-def _counted(items: Sized, noun: str) -> str:
-    return f"{len(items):,} {noun}{'' if len(items) == 1 else 's'}"
-
-
-def _prepare_cache(settings: Settings) -> None:
-    """Fail before any transfer if the cache cannot be used at all."""
-    check_cache_layout(settings.cache, settings.observatory, settings.layout)
-    try:
-        settings.cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SyncError(f"{settings.cache}: cannot create the cache: {exc.strerror}") from None
-    if not os.access(settings.cache, os.W_OK | os.X_OK):
-        raise SyncError(f"{settings.cache}: the cache is not writable")
