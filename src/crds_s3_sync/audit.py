@@ -49,6 +49,8 @@ def check(
             found = os.stat(path)
         except FileNotFoundError:
             problems.append(Problem(spec, "missing", "not in the cache"))
+            if index is not None:
+                index.forget(spec.path)
             continue
         rehash = verify or (index is not None and index.changed(spec, found))
         wrong = _wrong(path, found.st_size, spec.size, spec.sha1 if rehash else None)
