@@ -69,9 +69,12 @@ def no_locks(tmp_path) -> str:
 
 
 def test_without_file_locks_the_sync_says_so_once_and_goes_on(make_bucket, tmp_path, no_locks):
-    bucket = make_bucket("roman", sizes={DARK: 2 * IN_MEMORY})  # big enough to take a lock
+    # Big enough to take a lock, and fetched in ranged parts: two runs at once must
+    # not share a part file.
+    bucket = make_bucket("roman", sizes={DARK: 3 * IN_MEMORY})
     cache = tmp_path / "cache"
     environment = {**os.environ, "LD_PRELOAD": no_locks}
+    ranged = ("--multipart-threshold", "1M", "--part-size", "256K")
     probe = subprocess.run(
         [sys.executable, "-c", "import fcntl; fcntl.lockf(0, fcntl.LOCK_SH)"],
         stdin=subprocess.DEVNULL,
@@ -82,7 +85,7 @@ def test_without_file_locks_the_sync_says_so_once_and_goes_on(make_bucket, tmp_p
     assert "No locks available" in probe.stderr  # the stand-in works
     runs = [
         subprocess.Popen(
-            command(bucket, cache, "--all", "--jobs", "4"),
+            command(bucket, cache, "--all", "--jobs", "4", *ranged),
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

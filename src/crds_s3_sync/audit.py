@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import SyncError
 from .layout import Kind
+from .locks import lock_held, lock_path
 from .plans import FileSpec
 from .retry import Mismatch
 
@@ -52,8 +54,13 @@ def check(
             if index is not None:
                 index.forget(spec.path)
             continue
+        except OSError as exc:
+            raise SyncError(f"{path}: cannot look at it: {exc.strerror}") from None
         rehash = verify or (index is not None and index.changed(spec, found))
-        wrong = _wrong(path, found.st_size, spec.size, spec.sha1 if rehash else None)
+        try:
+            wrong = _wrong(path, found.st_size, spec.size, spec.sha1 if rehash else None)
+        except OSError as exc:  # another user's, say: to be fetched again, if we may
+            wrong = f"cannot read it: {exc.strerror}"
         if wrong:
             problems.append(Problem(spec, "corrupt", wrong))
         elif index is not None:
@@ -103,17 +110,22 @@ def unneeded(
 
 def remove(paths: list[Path]) -> None:
     for path in paths:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SyncError(f"{path}: cannot remove it: {exc.strerror}") from None
 
 
 def _is_purgeable(path: Path, needed: set[Path]) -> bool:
-    """Visible files, and the part and lock files (`.NAME.part`, `.NAME.part.json`,
-    `.NAME.lock`) of files no longer planned."""
+    """Visible files, and the part files (`.NAME.part`, `.NAME.part.json`) of files
+    no longer planned that no run is fetching (holding `.NAME.lock`). Lock files
+    nobody holds go by the sweep (`workfiles`)."""
     if not path.name.startswith("."):
         return True
-    for suffix in (".part", ".part.json", ".lock"):
+    for suffix in (".part", ".part.json"):
         if path.name.endswith(suffix):
-            return path.with_name(path.name[1 : -len(suffix)]) not in needed
+            final = path.with_name(path.name[1 : -len(suffix)])
+            return final not in needed and not lock_held(lock_path(final))
     return False
 
 

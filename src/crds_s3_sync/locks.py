@@ -17,6 +17,7 @@ goes on lock-free: every file is still verified and renamed into place
 atomically, but two runs sharing the cache may both fetch one.
 """
 
+import contextlib
 import errno
 import os
 from collections.abc import AsyncIterator, Callable
@@ -43,35 +44,40 @@ class Locks:
         self.lock_free = False
 
     @asynccontextmanager
-    async def hold(self, final: Path) -> AsyncIterator[None]:
+    async def hold(self, final: Path) -> AsyncIterator[bool]:
         """Hold the lock for `final`, waiting (without blocking the loop) while another
-        process holds it."""
-        fd = await self._take(lock_path(final)) if not self.lock_free else None
+        process holds it. Yields whether it is this process's alone: it is not where
+        there are no locks, nor where the lock file is another user's that we may not
+        write (then a shared lock still keeps every exclusive holder out, but another
+        process may share it)."""
+        path = lock_path(final)
+        taken = await self._take(path) if not self.lock_free else None
         try:
-            yield
+            yield taken is not None and taken[1]
         finally:
-            if fd is not None:
-                lock_path(final).unlink(missing_ok=True)  # ours: nobody can take it now
+            if taken is not None:
+                fd, alone = taken
+                if alone:
+                    path.unlink(missing_ok=True)  # ours: nobody can take it now
                 os.close(fd)  # closing drops the lock
 
-    async def _take(self, path: Path) -> int | None:
+    async def _take(self, path: Path) -> tuple[int, bool] | None:
         import fcntl  # POSIX only; `platforms.check_platform` refused the rest
 
         delay = POLL[0]
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd, mode = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), fcntl.LOCK_EX
             except PermissionError:  # another user's, not writable by us
-                if not remove_if_free(path):
-                    await anyio.sleep(delay)
-                    delay = min(POLL[1], delay * 2)
-                continue
+                try:
+                    fd, mode = os.open(path, os.O_RDONLY), fcntl.LOCK_SH
+                except FileNotFoundError:
+                    continue  # removed meanwhile: create our own
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, mode | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in UNSUPPORTED:
-                    path.unlink(missing_ok=True)
                     self._go_lock_free(path, exc)
                     return None
                 if exc.errno not in BUSY:
@@ -79,11 +85,13 @@ class Locks:
                 await anyio.sleep(delay)
                 delay = min(POLL[1], delay * 2)
                 continue
-            if _same_file(fd, path):
-                return fd
+            if same_file(fd, path):
+                return fd, mode == fcntl.LOCK_EX
             os.close(fd)  # its holder removed it before we got it: lock the new one
 
     def _go_lock_free(self, path: Path, exc: OSError) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
         if not self.lock_free:
             self.lock_free = True
             self._say(
@@ -94,30 +102,48 @@ class Locks:
 
 
 def remove_if_free(path: str | Path) -> bool:
-    """Remove the lock file `path` if nobody holds it, as its holder would have
-    (locked, and only if still the file locked); True if it went. A shared lock
-    is all a file we may not write allows, and enough to exclude a holder."""
+    """Remove the lock file `path` if nobody holds it, as its holder would have:
+    locked exclusively, and only if still the file locked. True if it went. A file
+    we may not write is left: an empty lock file nobody holds blocks nobody."""
     import fcntl
 
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, PermissionError):
         return False
     try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        if not _same_file(fd, path):
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in BUSY or exc.errno in UNSUPPORTED:
+                return False
+            raise
+        if not same_file(fd, path):
             return False
         os.unlink(path)
-    except OSError as exc:
-        if exc.errno in BUSY or exc.errno in UNSUPPORTED or exc.errno == errno.ENOENT:
-            return False
-        raise
     finally:
         os.close(fd)
     return True
 
 
-def _same_file(fd: int, path: str | Path) -> bool:
+def lock_held(path: str | Path) -> bool | None:
+    """Whether someone holds a lock on `path`; None if that cannot be told."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return True if exc.errno in BUSY else None
+    finally:
+        os.close(fd)
+    return False
+
+
+def same_file(fd: int, path: str | Path) -> bool:
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
     except FileNotFoundError:

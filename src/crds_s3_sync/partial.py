@@ -7,6 +7,11 @@ fetches only the missing parts, in the part size the record names (whatever
 its own); anything else starts afresh. The whole
 file is hashed again before it is renamed into place, so a stale or damaged
 record can cost a download but never put a wrong file under the final name.
+
+Where another process may fetch the same file at the same time (no lock, or only
+a shared one: `locks`), the parts go to a private temporary name instead and are
+not kept: two runs writing one `.NAME.part` could each overwrite the other's
+parts after hashing their own.
 """
 
 import hashlib
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from .durable import settle
 from .layout import atomic_write
+from .workfiles import temporary_name
 
 
 @dataclass
@@ -27,11 +33,9 @@ class PartialFile:
     part_size: int
     done: set[int]
     fd: int
+    temp: Path
+    private: bool = False  # another process may fetch it too: not kept, not resumed
     _buffer: bytearray | None = None
-
-    @property
-    def temp(self) -> Path:
-        return _temp(self.final)
 
     @property
     def record(self) -> Path:
@@ -42,8 +46,15 @@ class PartialFile:
         return _part_count(self.size, self.part_size)
 
     @classmethod
-    def open(cls, final: Path, size: int, sha1: str | None, part_size: int) -> "PartialFile":
+    def open(
+        cls, final: Path, size: int, sha1: str | None, part_size: int, private: bool = False
+    ) -> "PartialFile":
         """Resume what a record describes, or start afresh with `part_size`."""
+        if private:
+            temp = Path(temporary_name(final))
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            os.ftruncate(fd, size)
+            return cls(final, size, sha1, part_size, set(), fd, temp, private=True)
         part_size, done = _completed_parts(final, size, sha1) or (part_size, set())
         try:
             fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
@@ -54,13 +65,15 @@ class PartialFile:
         if not done:
             os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
             os.ftruncate(fd, size)
-        return cls(final, size, sha1, part_size, done, fd)
+        return cls(final, size, sha1, part_size, done, fd, _temp(final))
 
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.size - index * self.part_size)
 
     def mark_done(self, index: int) -> None:
         self.done.add(index)
+        if self.private:
+            return
         record = {
             "size": self.size,
             "sha1": self.sha1,
@@ -90,15 +103,23 @@ class PartialFile:
         """The whole file is verified: move it into place (flushed first, if
         `durable`) and forget the record. Blocking: a 2 GiB flush takes a while."""
         settle(self.fd, self.temp, self.final, durable)
-        self.record.unlink(missing_ok=True)
+        if not self.private:
+            self.record.unlink(missing_ok=True)
 
     def discard(self) -> None:
         os.close(self.fd)
-        discard_parts(self.final)
+        if self.private:
+            self.temp.unlink(missing_ok=True)
+        else:
+            discard_parts(self.final)
 
     def close(self) -> None:
-        """Stop for now; the parts and their record stay for the next run."""
-        os.close(self.fd)
+        """Stop for now; the parts and their record stay for the next run (private
+        ones, which no run could resume, go)."""
+        if self.private:
+            self.discard()
+        else:
+            os.close(self.fd)
 
 
 def discard_parts(final: Path) -> None:

@@ -82,12 +82,15 @@ class RangedFile:
     parts_in_flight: int  # the most parts in flight or waiting for the cursor
     forced: bool = False  # the user named the split: always `parts_in_flight` at once
     durable: bool = True  # flushed before it is renamed into place (`durable`)
+    private: bool = False  # another process may fetch it at once (`partial`)
 
     async def fetch(self, spec: FileSpec, final: Path, size: int) -> int:
         """Fetch `spec` into `final`; returns the bytes a killed run had left done."""
         self.progress.started(spec)
         for fresh_start in (False, True):
-            partial = await self.off_loop(PartialFile.open, final, size, spec.sha1, self.part_size)
+            partial = await self.off_loop(
+                PartialFile.open, final, size, spec.sha1, self.part_size, self.private
+            )
             resumed = 0
             try:
                 if partial.done:

@@ -190,7 +190,7 @@ class Transfer:
         if size <= IN_MEMORY or spec.name in self.prefetched:
             await self.source.retry.run(lambda: self._whole(spec, final, size), where)
             return True
-        async with self._locks.hold(final):
+        async with self._locks.hold(final) as alone:
             if await self._is_valid(final, spec, size):
                 return False
             if size >= self.options.threshold:
@@ -203,11 +203,13 @@ class Transfer:
                     self.options.parts_per_file,
                     self.options.split_named,
                     self.options.durable,
+                    private=not alone,
                 )
                 self.report.resumed_bytes += await ranged.fetch(spec, final, size)
             else:
                 await self.source.retry.run(lambda: self._whole(spec, final, size), where)
-                discard_parts(final)  # an earlier run's, split by a smaller threshold
+                if alone:
+                    discard_parts(final)  # an earlier run's, split by a smaller threshold
         return True
 
     def _in_doubt(self, spec: FileSpec) -> bool:

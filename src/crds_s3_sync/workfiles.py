@@ -3,7 +3,8 @@ is provably gone.
 
 A sync writes under hidden names beside the final ones: `.NAME.<run>-<n>.tmp`
 (a file being written), `.NAME.lock` (`locks`), `.NAME.part` and
-`.NAME.part.json` (`partial`). <run> is `HOST-PID`, and while a process may
+`.NAME.part.json` (`partial`). <run> is `HOST-PID-TOKEN` (the token tells
+apart processes of one pid in different containers), and while a process may
 write such names it holds a POSIX lock on its run file,
 `.crds-s3-sync.<run>.run` at the cache's root. A run killed with SIGKILL, or a
 node that lost power, leaves them behind; the next run (over the directories
@@ -15,34 +16,41 @@ it plans into) and `--purge` (over the observatory's) remove:
   older than DEBRIS_AGE: a lock test across NFS clients is only as good as their
   lock manager, and a process id means nothing on another machine;
 - a file's lock file, and a run file, that nobody holds: taken, then removed,
-  just as their holder would before letting go.
+  just as their holder would before letting go;
+- the part files of a file that is in place, unless its lock is held.
 
-Part files are resumable work, not debris: a run keeps them, and `--purge`
-removes those of files no longer planned (`audit`). A sweep runs before its own
-process holds any lock: POSIX locks never conflict within one process, and
-closing a file drops them.
+Other part files are resumable work, not debris: a run keeps them, and `--purge`
+removes those of files no longer planned (`audit`). A sweep leaves its own run's
+files alone and tests no lock its own process could hold: POSIX locks never
+conflict within one process, and closing a file drops them. So one process runs
+one sync at a time.
 """
 
 import contextlib
 import itertools
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from .locks import BUSY, remove_if_free
+from .locks import UNSUPPORTED, lock_held, remove_if_free, same_file
 
 HOST = socket.gethostname().replace(".", "-")[:32]  # shared caches span machines
 DEBRIS_AGE = 24 * 3600  # seconds before another host's temporary file counts as debris
 _RUN_FILE = (".crds-s3-sync.", ".run")
 _serial = itertools.count()
+_tokens: dict[int, str] = {}
 
 
 def run_id() -> str:
     """This process's run (a function: helper processes fork with their own id)."""
-    return f"{HOST}-{os.getpid()}"
+    pid = os.getpid()
+    if pid not in _tokens:
+        _tokens[pid] = secrets.token_hex(3)
+    return f"{HOST}-{pid}-{_tokens[pid]}"
 
 
 def temporary_name(final: Path) -> str:
@@ -69,18 +77,23 @@ class RunFile:
     def __enter__(self) -> "RunFile":
         import fcntl  # POSIX only; `platforms.check_platform` refused the rest
 
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            return self
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # no locks on this file system: go without
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            return self
-        self._fd = fd
+        while self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                return self
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in UNSUPPORTED:  # no locks on this file system: go without
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
+                return self
+            if same_file(fd, self.path):
+                self._fd = fd
+            else:
+                os.close(fd)  # a sweep took it for a dead run's: make it again
         return self
 
     def __exit__(
@@ -118,6 +131,11 @@ def sweep(cache: Path, directories: Iterable[Path]) -> int:
                     removed += _unlink(entry.path)
             elif name.endswith(".lock"):
                 removed += _remove_if_free(entry.path)
+            elif name.endswith((".part", ".part.json")):
+                final = os.path.join(directory, name[1:].removesuffix(".json")[: -len(".part")])
+                lock = os.path.join(directory, f"{name[: name.rindex('.part')]}.lock")
+                if os.path.exists(final) and not lock_held(lock):
+                    removed += _unlink(entry.path)
     with contextlib.suppress(OSError):
         for entry in os.scandir(cache):
             if _run_of_file(entry.name) not in (None, run_id()):
@@ -126,13 +144,21 @@ def sweep(cache: Path, directories: Iterable[Path]) -> int:
 
 
 def _owner(name: str) -> str | None:
-    """The run of a temporary name `.NAME.HOST-PID-N.tmp`, or None if it is not one."""
-    stem, _, serial = name[: -len(".tmp")].rpartition("-")
-    stem, _, pid = stem.rpartition("-")
-    _, dot, host = stem.rpartition(".")
-    if not (dot and host and pid.isdigit() and serial.isdigit()):
+    """The run of a temporary name `.NAME.HOST-PID-TOKEN-N.tmp`, or None if it is
+    not one."""
+    _, dot, tail = name[: -len(".tmp")].rpartition(".")
+    run, _, serial = tail.rpartition("-")
+    host, pid, token = _parts(run)
+    if not (dot and host and pid.isdigit() and token and serial.isdigit()):
         return None
-    return f"{host}-{pid}"
+    return run
+
+
+def _parts(run: str) -> tuple[str, str, str]:
+    """(host, pid, token) of a run id."""
+    rest, _, token = run.rpartition("-")
+    host, _, pid = rest.rpartition("-")
+    return host, pid, token
 
 
 def _run_of_file(name: str) -> str | None:
@@ -145,35 +171,18 @@ def _run_of_file(name: str) -> str | None:
 def _gone(cache: Path, run: str) -> bool:
     """Whether run `run` has certainly ended: nobody holds its run file, or, without
     one to test, its process (on this host) is not running."""
-    held = _held(cache / f"{_RUN_FILE[0]}{run}{_RUN_FILE[1]}")
+    held = lock_held(cache / f"{_RUN_FILE[0]}{run}{_RUN_FILE[1]}")
     if held is not None:
         return not held
-    host, _, pid = run.rpartition("-")
+    host, pid, _ = _parts(run)
     if host != HOST:
         return True  # only the age can tell (`sweep`)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False  # running, as another user
-    return False
-
-
-def _held(path: Path) -> bool | None:
-    """Whether someone holds a lock on `path`; None if that cannot be told."""
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return True if exc.errno in BUSY else None
-    finally:
-        os.close(fd)
+    except PermissionError:  # running, as another user
+        pass
     return False
 
 
