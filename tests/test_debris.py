@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under
 
-from crds_s3_sync.workfiles import DEBRIS_AGE, HOST, sweep
+from crds_s3_sync.errors import SyncError
+from crds_s3_sync.workfiles import DEBRIS_AGE, HOST, RunFile, sweep
 
 # A run's stand-in: holds its run file (unless told not to), leaves a temporary
 # file and a held lock file beside `final`, says who it is, then waits to be killed.
@@ -128,3 +129,13 @@ def test_a_cached_mapping_that_fails_its_check_is_not_kept(make_bucket, tmp_path
     else:
         sync(bucket, cache, "--all", "--purge")
         assert not rmap.exists()
+
+
+def test_one_process_runs_one_sync_into_a_cache_at_a_time(tmp_path) -> None:
+    with RunFile(tmp_path) as held:
+        assert held.path.exists()
+        with pytest.raises(SyncError, match="already syncing into this cache"):
+            RunFile(tmp_path).__enter__()
+    assert not held.path.exists()
+    with RunFile(tmp_path):  # once the first is done, the next may start
+        pass

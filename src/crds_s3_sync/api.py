@@ -11,7 +11,9 @@ Each function takes the command's options as keywords (`Options`; the flag
 the same name in `crds_s3_sync.aio` for code already inside an event loop. A
 mistake in the options, the configuration or the source raises `SyncError` (the
 command's exit 2); files that could not be fetched raise `FilesFailed`, a
-`SyncError` that carries them and the whole result.
+`SyncError` that carries them and the whole result. One process syncs into a
+cache one call at a time (its work files are told apart from other runs' by
+process); for several at once, use processes.
 """
 
 import os

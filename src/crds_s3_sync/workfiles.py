@@ -35,7 +35,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
+from .errors import SyncError
 from .locks import UNSUPPORTED, lock_held, remove_if_free, same_file
 
 HOST = socket.gethostname().replace(".", "-")[:32]  # shared caches span machines
@@ -70,6 +72,8 @@ class RunFile:
     locks, or the cache root is not writable, there is no run file, and a sweep falls
     back on whether the process runs."""
 
+    _held: ClassVar[set[Path]] = set()  # this process's, for one sync at a time
+
     def __init__(self, cache: Path) -> None:
         self.path = cache / f"{_RUN_FILE[0]}{run_id()}{_RUN_FILE[1]}"
         self._fd: int | None = None
@@ -77,6 +81,12 @@ class RunFile:
     def __enter__(self) -> "RunFile":
         import fcntl  # POSIX only; `platforms.check_platform` refused the rest
 
+        if self.path in RunFile._held:
+            raise SyncError(
+                f"{self.path.parent}: this process is already syncing into this cache; "
+                "run syncs that share a cache one at a time per process"
+            )
+        RunFile._held.add(self.path)
         while self._fd is None:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -99,6 +109,7 @@ class RunFile:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        RunFile._held.discard(self.path)
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()
