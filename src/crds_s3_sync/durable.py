@@ -64,6 +64,14 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` until every byte is written: bare system calls, as small files are
+    mostly such overhead (pathlib's and io's layers cost more than the write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def settle(fd: int, temp: str | Path, final: Path, durable: bool) -> None:
     """One big file: its bytes flushed, then renamed, then its directory flushed.
     Closes `fd`. Blocking: call it on a worker thread."""

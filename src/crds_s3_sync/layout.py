@@ -10,7 +10,7 @@ import os
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from .durable import settle
+from .durable import settle, write_all
 from .errors import SyncError
 from .workfiles import temporary_name
 
@@ -111,9 +111,7 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         except BaseException:
             os.close(fd)
             raise

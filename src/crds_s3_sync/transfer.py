@@ -33,7 +33,7 @@ import anyio
 
 from .audit import check_received, defect
 from .concurrency import Window
-from .durable import Batches, settle
+from .durable import Batches, settle, write_all
 from .errors import SourceError, SyncError
 from .locks import Locks
 from .partial import discard_parts
@@ -111,7 +111,10 @@ class Transfer:
     # Names the check before the run found missing or wrong; the rest it found valid.
     # None: no such check (a helper's share), so each file is looked at.
     missing: frozenset[str] | None = None
-    locks: Locks | None = None  # the run's, where it has them (`locks`)
+    locks: Locks = field(init=False)  # lock-free once the file system says it has none
+
+    def __post_init__(self) -> None:
+        self.locks = Locks(self.progress.note)
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
@@ -123,7 +126,6 @@ class Transfer:
         # alone could pass the memory the whole run should use.
         self._bodies = Window(BODIES)
         self._batches = Batches(self.cache, self.options.durable)
-        self._locks = self.locks or Locks(self.progress.note)
         plan = list(plan)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
@@ -190,7 +192,7 @@ class Transfer:
         if size <= IN_MEMORY or spec.name in self.prefetched:
             await self.source.retry.run(lambda: self._whole(spec, final, size), where)
             return True
-        async with self._locks.hold(final) as alone:
+        async with self.locks.hold(final) as alone:
             if await self._is_valid(final, spec, size):
                 return False
             if size >= self.options.threshold:
@@ -282,14 +284,11 @@ class Transfer:
 
 
 def _write_verified(temp: str, data: bytes, spec: FileSpec, size: int) -> None:
-    """Verify and write under the temporary name, with the system calls bare: small
-    files are mostly such overhead (pathlib's and io's layers cost more than the
-    write). The rename comes once the file is flushed (`durable`)."""
+    """Verify and write under the temporary name; the rename comes once the file is
+    flushed (`durable`)."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     finally:
         os.close(fd)

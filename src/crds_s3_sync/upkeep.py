@@ -32,7 +32,6 @@ async def fetch_files(
     swept, changed files found) and what was verified recorded after."""
     prepare_cache(settings)
     cache, progress = settings.cache, transfer.progress
-    transfer.locks = Locks(progress.note)
     with RunFile(cache):
         await anyio.to_thread.run_sync(sweep, cache, {cache / s.path.parent for s in fetch})
         missing = await _check_room(fetch, cache, progress, verified)
@@ -43,10 +42,7 @@ async def fetch_files(
         # What was fetched, or re-hashed with --verify, is verified as it is now.
         checked = fetch if transfer.options.verify else missing
         await anyio.to_thread.run_sync(_remember, checked, report, cache, verified)
-        try:
-            await verified.save(transfer.locks)
-        except OSError as exc:
-            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
+        await verified.save(transfer.locks)
     return report
 
 
@@ -73,10 +69,7 @@ async def purge(
         if doubted:  # mappings that failed their check during the walk
             found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
             await anyio.to_thread.run_sync(remove, corrupt_paths(found, cache))
-        try:
-            await verified.save(Locks(lambda message: None))
-        except OSError as exc:
-            raise SyncError(f"{exc.filename}: cannot write: {exc.strerror}") from None
+        await verified.save(Locks(lambda message: None))
     return purged
 
 

@@ -24,6 +24,7 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
+from .errors import SyncError
 from .layout import atomic_write
 from .locks import Locks
 from .plans import FileSpec
@@ -85,15 +86,18 @@ class VerifiedIndex:
         write it whole (`atomic_write`)."""
         if not self._changed:
             return
-        async with locks.hold(self.path):
-            records = _read(self.path)
-            for key, record in self._changed.items():
-                if record is None:
-                    records.pop(key, None)
-                else:
-                    records[key] = record
-            document = {"version": VERSION, "files": records}
-            atomic_write(self.path, json.dumps(document, separators=(",", ":")).encode())
+        try:
+            async with locks.hold(self.path):
+                records = _read(self.path)
+                for key, record in self._changed.items():
+                    if record is None:
+                        records.pop(key, None)
+                    else:
+                        records[key] = record
+                document = {"version": VERSION, "files": records}
+                atomic_write(self.path, json.dumps(document, separators=(",", ":")).encode())
+        except OSError as exc:
+            raise SyncError(f"{exc.filename or self.path}: cannot write: {exc.strerror}") from None
         self._changed = {}
 
 
