@@ -4,6 +4,7 @@ import json
 import pprint
 from pathlib import Path
 
+import pytest
 from conftest import Bucket, overwrite_unseen
 
 from crds_s3_sync.demo import encode_metadata
@@ -23,13 +24,17 @@ def bucket_config(s3, bucket: Bucket) -> bytes:
     return s3.get_object(Bucket=bucket.name, Key=key)["Body"].read()
 
 
-def test_a_file_rewritten_in_place_with_its_size_is_fetched_again(
-    make_bucket, cli, tmp_path: Path
-) -> None:
+@pytest.fixture
+def synced(make_bucket, cli, tmp_path: Path) -> tuple[Bucket, Path, Path]:
+    """A synced Roman cache: the bucket, the cache, and the cached DARK reference."""
     bucket = make_bucket("roman")
     cache = tmp_path / "cache"
     sync(cli, bucket, cache, "--all")
-    local = cache / "references/roman" / DARK
+    return bucket, cache, cache / "references/roman" / DARK
+
+
+def test_a_file_rewritten_in_place_with_its_size_is_fetched_again(cli, synced) -> None:
+    bucket, cache, local = synced
     local.write_bytes(b"\0" * local.stat().st_size)
 
     assert sync(cli, bucket, cache, "--all")["downloaded"] == 1  # changed since verified
@@ -37,12 +42,9 @@ def test_a_file_rewritten_in_place_with_its_size_is_fetched_again(
 
 
 def test_corruption_that_kept_its_times_is_kept_without_verify_and_fixed_with_it(
-    make_bucket, cli, tmp_path: Path
+    cli, synced
 ) -> None:
-    bucket = make_bucket("roman")
-    cache = tmp_path / "cache"
-    sync(cli, bucket, cache, "--all")
-    local = cache / "references/roman" / DARK
+    bucket, cache, local = synced
     overwrite_unseen(local, b"\0" * local.stat().st_size)
 
     assert sync(cli, bucket, cache, "--all")["downloaded"] == 0  # size and record match
@@ -51,11 +53,8 @@ def test_corruption_that_kept_its_times_is_kept_without_verify_and_fixed_with_it
     assert local.read_bytes() == bucket.references[DARK]
 
 
-def test_wrong_size_is_replaced(make_bucket, cli, tmp_path: Path) -> None:
-    bucket = make_bucket("roman")
-    cache = tmp_path / "cache"
-    sync(cli, bucket, cache, "--all")
-    local = cache / "references/roman" / DARK
+def test_wrong_size_is_replaced(cli, synced) -> None:
+    bucket, cache, local = synced
     local.write_bytes(b"short")
     assert sync(cli, bucket, cache, "--all")["downloaded"] == 1
     assert local.read_bytes() == bucket.references[DARK]
