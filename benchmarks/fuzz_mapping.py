@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from crds_s3_sync.errors import SyncError
-from crds_s3_sync.mapping import parse_mapping
+from crds_s3_sync.rules.mapping import parse_mapping
 
 RULES = Path(__file__).resolve().parent.parent / "tests" / "data" / "mappings"
 TOKENS = [

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--context", default="hst_0729.pmap")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from crds_s3_sync.pickles import read_context_pickle
+    from crds_s3_sync.rules.pickles import read_context_pickle
 
     with tempfile.TemporaryDirectory() as root:
         data = make_pickle(args.context, Path(root))

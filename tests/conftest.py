@@ -19,9 +19,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
-from crds_s3_sync.cli import app
+from crds_s3_sync.cli.app import app
 from crds_s3_sync.demo import build_bucket
-from crds_s3_sync.mapping import parse_mapping
+from crds_s3_sync.rules.mapping import parse_mapping
 
 RULES = Path(__file__).parent / "data"
 CREDENTIALS = {

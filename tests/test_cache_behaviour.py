@@ -8,7 +8,7 @@ import pytest
 from conftest import Bucket, overwrite_unseen
 
 from crds_s3_sync.demo import encode_metadata
-from crds_s3_sync.server_config import decode_download_metadata, parse_server_config
+from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
 
 DARK = "roman_wfi_dark_0001.asdf"
 

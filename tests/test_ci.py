@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under, mappings_of, overwrite_unseen
 
-from crds_s3_sync.transfer import IN_MEMORY
+from crds_s3_sync.engine.transfer import IN_MEMORY
 
 DARK = "roman_wfi_dark_0001.asdf"
 
@@ -67,7 +67,7 @@ def test_the_key_follows_the_files_and_nothing_else(make_bucket, cli, s3, tmp_pa
 
     # ... a reference whose content (SHA-1) changes does not.
     from crds_s3_sync.demo import encode_metadata
-    from crds_s3_sync.server_config import decode_download_metadata
+    from crds_s3_sync.rules.server_config import decode_download_metadata
 
     metadata = decode_download_metadata(config["download_metadata"], "test")
     changed = {n: (m.size, m.sha1) for n, m in metadata.items()}

@@ -10,7 +10,14 @@ import asyncio
 import anyio
 import pytest
 
-from crds_s3_sync.concurrency import CUT_AT_MOST_EVERY, HOLD, ROUND, START, Concurrency, Window
+from crds_s3_sync.engine.concurrency import (
+    CUT_AT_MOST_EVERY,
+    HOLD,
+    ROUND,
+    START,
+    Concurrency,
+    Window,
+)
 
 
 class Clock:

@@ -22,7 +22,7 @@ import anyio
 import pytest
 from conftest import CliResult, MakeBucket, run_crds
 
-from crds_s3_sync.walker import Walk, walk
+from crds_s3_sync.rules.walker import Walk, walk
 
 RULES = Path(__file__).parent / "data"  # laid out like a CRDS cache: mappings/, config/
 CONTEXTS = {

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under
 
+from crds_s3_sync.cache.workfiles import DEBRIS_AGE, HOST, RunFile, sweep
 from crds_s3_sync.errors import SyncError
-from crds_s3_sync.workfiles import DEBRIS_AGE, HOST, RunFile, sweep
 
 # A run's stand-in: holds its run file (unless told not to), leaves a temporary
 # file and a held lock file beside `final`, says who it is, then waits to be killed.
 WORKER = r"""
 import fcntl, os, sys, time
 from pathlib import Path
-from crds_s3_sync.workfiles import RunFile, temporary_name
+from crds_s3_sync.cache.workfiles import RunFile, temporary_name
 cache, final, with_run_file = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 run = RunFile(cache).__enter__() if with_run_file else None
 Path(temporary_name(final)).write_bytes(b"half")

@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import RULES, files_under, mappings_of
 from faults import TRANSIENT, FaultProxy
 
-from crds_s3_sync.mapping import parse_mapping
+from crds_s3_sync.rules.mapping import parse_mapping
 
 FLAT = "roman_wfi_flat_0004.asdf"
 DARK = "roman_wfi_dark_0001.asdf"

@@ -35,7 +35,7 @@ from conftest import (
 )
 
 from crds_s3_sync.demo import build_bucket
-from crds_s3_sync.pickles import read_context_pickle
+from crds_s3_sync.rules.pickles import read_context_pickle
 
 REAL = ["hst_0727.pmap", "hst_0728.pmap", "hst_0729.pmap"]
 SMALL = {

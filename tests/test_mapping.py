@@ -4,8 +4,8 @@ import pytest
 from conftest import RULES
 
 from crds_s3_sync.errors import FormatError, UnsafeNameError
-from crds_s3_sync.mapping import parse_mapping
-from crds_s3_sync.names import check_name
+from crds_s3_sync.rules.mapping import parse_mapping
+from crds_s3_sync.rules.names import check_name
 
 VENDORED = sorted((RULES / "mappings").glob("*/*.?map"))
 

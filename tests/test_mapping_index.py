@@ -8,9 +8,9 @@ from pathlib import Path
 
 from conftest import RULES, Bucket
 
+from crds_s3_sync.cache.mapping_index import NAME
 from crds_s3_sync.demo import encode_metadata, synthetic_reference
-from crds_s3_sync.mapping_index import NAME
-from crds_s3_sync.server_config import decode_download_metadata, parse_server_config
+from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
 
 RMAP = "roman_wfi_dark_0001.rmap"
 

@@ -30,8 +30,8 @@ from connect_proxy import ConnectProxy
 from s3standin import S3StandIn
 from tls_certificates import Certificates, make_certificates
 
-from crds_s3_sync.connection import VerifyingSession
 from crds_s3_sync.demo import build_bucket
+from crds_s3_sync.network.connection import VerifyingSession
 
 KEY, SECRET = "AKIDSTANDIN0001", "standin-secret-0001"
 # Environment variables that would steer TLS or proxies from outside the test.

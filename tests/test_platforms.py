@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import files_under
 
+from crds_s3_sync.engine.platforms import check_platform
 from crds_s3_sync.errors import SyncError
-from crds_s3_sync.platforms import check_platform
 
 # python -c LIMITED SOFT HARD ARGS...: the CLI under an open-file limit.
 LIMITED = """

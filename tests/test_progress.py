@@ -1,4 +1,5 @@
-"""What people and CI logs see: a dashboard on a terminal, plain lines otherwise."""
+"""What people and CI logs see: views of the run's ledger, a dashboard on a terminal,
+plain lines otherwise."""
 
 import io
 import json
@@ -9,10 +10,19 @@ from pathlib import PurePosixPath
 
 from rich.console import Console
 
-from crds_s3_sync.layout import Kind
-from crds_s3_sync.plans import FileSpec
-from crds_s3_sync.progress import Dashboard, JsonLines, PlainProgress, Progress, make_progress
-from crds_s3_sync.settings import Location
+from crds_s3_sync.cli.views import Dashboard, JsonLines, PlainLines, View, make_view
+from crds_s3_sync.engine.ledger import (
+    Finished,
+    Ledger,
+    Planned,
+    Received,
+    Restarted,
+    Retrying,
+    Started,
+)
+from crds_s3_sync.network.location import Location
+from crds_s3_sync.rules.layout import Kind
+from crds_s3_sync.rules.plans import FileSpec
 
 
 def spec(name: str, size: int = 1000) -> FileSpec:
@@ -27,26 +37,26 @@ def spec(name: str, size: int = 1000) -> FileSpec:
     )
 
 
-def run_events(progress: Progress) -> None:
-    progress.planned(3, 3000)
-    with progress:
-        a, b, c = spec("a.fits"), spec("b.fits"), spec("c.fits")
-        progress.finished(a, "skipped", 1000)
-        progress.started(b)
-        progress.advanced(b, 400)
-        progress.restart(b)
-        progress.retrying("s3://b/p/b.fits", "s3://b/p/b.fits: SlowDown", 1, 0.2)
-        progress.advanced(b, 1000)
-        progress.started(c)
-        progress.advanced(c, 300)
+def run_events(ledger: Ledger) -> None:
+    ledger.record(Planned(3, 3000))
+    a, b, c = spec("a.fits"), spec("b.fits"), spec("c.fits")
+    ledger.record(Finished(a, "skipped", 1000))
+    ledger.record(Started(b))
+    ledger.record(Received(b, 400))
+    ledger.record(Restarted(b))
+    ledger.record(Retrying("s3://b/p/b.fits", "s3://b/p/b.fits: SlowDown", 1, 0.2))
+    ledger.record(Received(b, 1000))
+    ledger.record(Started(c))
+    ledger.record(Received(c, 300))
 
 
 def test_plain_lines_are_rate_limited() -> None:
     out = io.StringIO()
-    progress = PlainProgress(Console(file=out, force_terminal=False, width=200), interval=3600)
-    run_events(progress)
-    progress.finished(spec("b.fits"), "downloaded")
-    progress.finished(spec("c.fits"), "failed")
+    ledger = Ledger()
+    PlainLines(ledger, Console(file=out, force_terminal=False, width=200), interval=3600)
+    run_events(ledger)
+    ledger.record(Finished(spec("b.fits"), "downloaded", 1000))
+    ledger.record(Finished(spec("c.fits"), "failed", 1000, "lost"))
     retry, *lines = out.getvalue().splitlines()
     assert retry == "retrying (1 tries, 0 s so far): s3://b/p/b.fits: SlowDown"
     assert lines == [lines[-1]], "only the final line: the interval never passed"
@@ -56,25 +66,50 @@ def test_plain_lines_are_rate_limited() -> None:
 
 def test_dashboard_shows_files_in_flight_and_counts() -> None:
     console = Console(file=io.StringIO(), force_terminal=True, width=100, record=True)
-    progress = Dashboard(console)
-    run_events(progress)
-    console.print(progress._render())
+    ledger = Ledger()
+    with Dashboard(ledger, console) as dashboard:
+        run_events(ledger)
+    console.print(dashboard._render())
     screen = console.export_text()
     assert "b.fits" in screen and "c.fits" in screen  # in flight
     assert "a.fits" not in screen  # done
     assert "skipped 1" in screen and "retried 1" in screen and "failed 0" in screen
-    assert progress.done_bytes == 1000 + 1000 + 300  # the restart took back b's 400
+    assert ledger.done_bytes == 1000 + 1000 + 300  # the restart took back b's 400
 
 
-def test_progress_kind_follows_the_output() -> None:
+def test_the_ledger_counts_each_event_once_for_every_view() -> None:
+    """The report, the JSON lines and an API listener all see one record."""
+    out, seen = io.StringIO(), []
+    ledger = Ledger([seen.append])
+    JsonLines(ledger, out)
+    run_events(ledger)
+    ledger.record(Finished(spec("b.fits"), "downloaded", 1000, resumed=200))
+    ledger.record(Finished(spec("c.fits"), "failed", 1000, "s3://b/p/c.fits: lost"))
+    report = ledger.report
+    assert (report.downloaded, report.skipped, report.retries) == (1, 1, 1)
+    assert report.failed == [{"name": "c.fits", "error": "s3://b/p/c.fits: lost"}]
+    assert report.fetched_bytes == 800 and report.unverified == ["b.fits"]
+    assert len(seen) == 11 and isinstance(seen[0], Planned)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "planned",
+        "skipped",
+        "retry",
+        "downloaded",
+        "failed",
+    ]
+    assert lines[-1]["error"] == "s3://b/p/c.fits: lost" and lines[-1]["name"] == "c.fits"
+
+
+def test_view_kind_follows_the_output() -> None:
     terminal = Console(file=io.StringIO(), force_terminal=True)
     pipe = Console(file=io.StringIO(), force_terminal=False)
-    assert type(make_progress(terminal, quiet=True)) is Progress
-    assert type(make_progress(terminal, quiet=False)) is Dashboard
-    assert type(make_progress(pipe, quiet=False)) is PlainProgress
+    assert type(make_view(Ledger(), terminal, quiet=True)) is View
+    assert type(make_view(Ledger(), terminal, quiet=False)) is Dashboard
+    assert type(make_view(Ledger(), pipe, quiet=False)) is PlainLines
     # stdout redirected (`> plan.json`, `| tee`): no live view on the stderr terminal
-    assert type(make_progress(terminal, False, stdout_is_terminal=False)) is PlainProgress
-    assert type(make_progress(terminal, False, "json")) is JsonLines
+    assert type(make_view(Ledger(), terminal, False, stdout_is_terminal=False)) is PlainLines
+    assert type(make_view(Ledger(), terminal, False, "json")) is JsonLines
 
 
 def test_console_script_in_a_pipe(make_bucket, tmp_path) -> None:

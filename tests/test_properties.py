@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crds_s3_sync.errors import SyncError, UnsafeNameError
-from crds_s3_sync.mapping import SELECTOR_NAMES, SPECIAL_VALUES, parse_mapping
-from crds_s3_sync.names import check_name
+from crds_s3_sync.rules.mapping import SELECTOR_NAMES, SPECIAL_VALUES, parse_mapping
+from crds_s3_sync.rules.names import check_name
 
 CACHE = PurePosixPath("/cache/references/roman")
 NAME_CHARS = string.ascii_lowercase + string.digits + "_-"

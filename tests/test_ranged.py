@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import files_under, interruptible
 
-from crds_s3_sync import ranged
+from crds_s3_sync.engine import ranged
 
 FLAT = "roman_wfi_flat_0004.asdf"
 PARTS = ["--part-size", "64K", "--multipart-threshold", "1M"]

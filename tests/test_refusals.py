@@ -18,7 +18,7 @@ import pytest
 from conftest import RULES, Bucket, files_under, final_lines
 
 from crds_s3_sync.demo import encode_metadata
-from crds_s3_sync.server_config import decode_download_metadata, parse_server_config
+from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ import pytest
 from conftest import RULES, files_under, final_lines, interruptible, mappings_of
 from faults import FaultProxy
 
-from crds_s3_sync.mapping import parse_mapping
+from crds_s3_sync.rules.mapping import parse_mapping
 
 NIRSPEC = "jwst_nirspec_0192.imap"  # part of jwst_0541: a few hundred references
 PARTS = ["--part-size", "64K", "--multipart-threshold", "1M"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from crds_s3_sync.errors import SyncError
-from crds_s3_sync.settings import Env, Layout, resolve_settings
+from crds_s3_sync.run.settings import Env, Layout, resolve_settings
 
 CRDS_S3_SET_ROMAN_OPS = {  # what `source crds_s3_set roman ops` exports
     "CRDS_PATH": "/data/crds",

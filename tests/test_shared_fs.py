@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under
 
-from crds_s3_sync.transfer import IN_MEMORY
+from crds_s3_sync.engine.transfer import IN_MEMORY
 
 DARK = "roman_wfi_dark_0001.asdf"
 
@@ -119,7 +119,7 @@ GROUP, ALICE, BOB = 41000, 41001, 41002  # ids no account on the machine needs t
 LEAVE = r"""
 import fcntl, os, sys, time
 from pathlib import Path
-from crds_s3_sync.workfiles import RunFile, temporary_name
+from crds_s3_sync.cache.workfiles import RunFile, temporary_name
 cache, final = Path(sys.argv[1]), Path(sys.argv[2])
 RunFile(cache).__enter__()
 Path(temporary_name(final)).write_bytes(b"half")
@@ -173,7 +173,7 @@ def their_python(group_directory) -> tuple[str, dict[str, str]]:
             continue
         try:
             probe = subprocess.run(
-                [python, "-c", "import crds_s3_sync.cli"],
+                [python, "-c", "import crds_s3_sync.cli.app"],
                 env=environment,
                 capture_output=True,
                 **as_user(ALICE, 0o002),

@@ -51,7 +51,7 @@ __version__ = "0.1.0"
 from . import aio
 from .api import FilesFailed, Options, cache_key, check, plan, purge, repair, sync
 from .errors import SyncError
-from .stages import SyncResult
+from .run.stages import SyncResult
 
 __all__ = [
     "FilesFailed",

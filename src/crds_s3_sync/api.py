@@ -25,16 +25,16 @@ from typing import TypedDict, TypeVar, Unpack
 
 import anyio
 
-from .cores import Helpers, default_processes
+from .engine.cores import Helpers, default_processes
+from .engine.ledger import Ledger, Listener
+from .engine.platforms import EVENT_LOOP, check_platform, fit_open_files
+from .engine.transfer import TransferOptions
 from .errors import SyncError
-from .layout import Kind, Layout
-from .platforms import EVENT_LOOP, check_platform, fit_open_files
 from .pool import task_group
-from .progress import Progress
-from .settings import Env, Settings, resolve_settings
-from .stages import Action, SyncOptions, SyncResult, run_stages
-from .transfer import TransferOptions
-from .walker import Selection
+from .rules.layout import Kind, Layout
+from .rules.walker import Selection
+from .run.settings import Env, Settings, resolve_settings
+from .run.stages import Action, SyncOptions, SyncResult, run_stages
 
 E = TypeVar("E", Env, Layout, Kind)
 
@@ -174,7 +174,7 @@ def prepare(action: Action, options: Options) -> Run:
     return Run(settings, sync_options, processes, (note,) if note else ())
 
 
-def execute(run: Run, progress: Progress | None = None) -> SyncResult:
+def execute(run: Run, ledger: Ledger | None = None) -> SyncResult:
     """`run` on an event loop of its own, with helper processes when it fetches and
     forking is safe (`cores`). The result comes back outside asyncio's main task: as
     Python 3.11's runner restores Ctrl-C's handler it formats the finished main task,
@@ -194,7 +194,7 @@ def execute(run: Run, progress: Progress | None = None) -> SyncResult:
     async def main() -> None:
         async with task_group() as group:
             group.start_soon(_stop_on_signal, group.cancel_scope, stopped_by)
-            stages = run_stages(run.settings, run.options, progress or Progress(), helpers)
+            stages = run_stages(run.settings, run.options, ledger or Ledger(), helpers)
             results.append(await stages)
             group.cancel_scope.cancel()
 
@@ -222,9 +222,14 @@ async def _stop_on_signal(scope: anyio.CancelScope, stopped_by: list[int]) -> No
             return
 
 
-async def execute_async(run: Run, progress: Progress | None = None) -> SyncResult:
+async def execute_async(run: Run, ledger: Ledger | None = None) -> SyncResult:
     """`run` on the running event loop, in this process alone."""
-    return await run_stages(run.settings, run.options, progress or Progress())
+    return await run_stages(run.settings, run.options, ledger or Ledger())
+
+
+def ledger_for(on_event: Listener | None) -> Ledger:
+    """The run's ledger, handing every event to `on_event` too (see `engine.ledger`)."""
+    return Ledger([on_event] if on_event else [])
 
 
 def fetched(result: SyncResult) -> SyncResult:
@@ -257,32 +262,32 @@ def _path(value: str | os.PathLike[str] | None) -> Path | None:
 # -- the functions ---------------------------------------------------------------------
 
 
-def sync(**options: Unpack[Options]) -> SyncResult:
+def sync(*, on_event: Listener | None = None, **options: Unpack[Options]) -> SyncResult:
     """Fetch what the selected contexts need into the cache; raises FilesFailed if any
     file could not be fetched (the rest are kept)."""
-    return fetched(execute(prepare(Action.sync, options)))
+    return fetched(execute(prepare(Action.sync, options), ledger_for(on_event)))
 
 
-def plan(**options: Unpack[Options]) -> SyncResult:
+def plan(*, on_event: Listener | None = None, **options: Unpack[Options]) -> SyncResult:
     """What a sync would do, fetching nothing but the rules it must read."""
-    return execute(prepare(Action.sync, {**options, "dry_run": True}))
+    return execute(prepare(Action.sync, {**options, "dry_run": True}), ledger_for(on_event))
 
 
-def check(**options: Unpack[Options]) -> SyncResult:
+def check(*, on_event: Listener | None = None, **options: Unpack[Options]) -> SyncResult:
     """Missing and corrupt files (`result.problems`; by SHA-1 with verify=True)."""
-    return execute(prepare(Action.check, options))
+    return execute(prepare(Action.check, options), ledger_for(on_event))
 
 
-def repair(**options: Unpack[Options]) -> SyncResult:
+def repair(*, on_event: Listener | None = None, **options: Unpack[Options]) -> SyncResult:
     """Check, then fetch exactly what the check found."""
-    return fetched(execute(prepare(Action.repair, options)))
+    return fetched(execute(prepare(Action.repair, options), ledger_for(on_event)))
 
 
-def purge(**options: Unpack[Options]) -> SyncResult:
+def purge(*, on_event: Listener | None = None, **options: Unpack[Options]) -> SyncResult:
     """Remove the observatory's files that the selection does not need (`result.purged`)."""
-    return execute(prepare(Action.purge, options))
+    return execute(prepare(Action.purge, options), ledger_for(on_event))
 
 
-def cache_key(**options: Unpack[Options]) -> str:
+def cache_key(*, on_event: Listener | None = None, **options: Unpack[Options]) -> str:
     """A key that changes whenever the selection's files do: for CI caches."""
-    return execute(prepare(Action.key, options)).key
+    return execute(prepare(Action.key, options), ledger_for(on_event)).key

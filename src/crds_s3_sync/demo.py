@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .mapping import is_mapping_name, parse_mapping
-from .pickles import read_context_pickle
-from .server_config import parse_server_config
+from .rules.mapping import is_mapping_name, parse_mapping
+from .rules.pickles import read_context_pickle
+from .rules.server_config import parse_server_config
 
 DEMO_BUCKET = "crds-demo"
 DEMO_CREDENTIALS = {

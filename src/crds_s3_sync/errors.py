@@ -30,6 +30,13 @@ class Transient(SourceError):
     """A failure that may not happen again: throttling, a server error, a lost connection."""
 
 
+class Mismatch(Transient):
+    """The bytes received are not the bytes server_config describes: fetch them again,
+    but only a few times (a flipped bit passes; a bucket that disagrees does not)."""
+
+    TRIES = 3
+
+
 class Throttled(Transient):
     """S3 asked for fewer requests (503 SlowDown): the whole run slows down, not one file."""
 

@@ -1,0 +1,168 @@
+"""A large file as ranged GETs, hashed in order from memory as the parts land.
+
+Each part is received into a buffer and written at its offset as it streams;
+a hashing cursor then feeds the parts, in order, from those buffers to SHA-1
+on another thread, so the digest is known when the last part arrives and no
+byte is read back from the disk (reading 2 GiB back cost as much as receiving
+it). Buffers come from one pool (`Buffers`) shared by the large files in
+flight: that pool, not the file's size, bounds memory. Parts bigger than
+HELD_AT_MOST (an explicit --part-size can ask for any size) are read back
+instead.
+
+How many parts are in flight is found per file by the same hill climb as the
+run's requests (`concurrency`): it starts at two (one arriving while the one
+before is hashed) and grows while the file's throughput does, so a fast link
+fetches a big file as a pipelined stream and a far one as many parts at once.
+An explicit part size or threshold (`forced`) keeps the old fixed fan-out.
+
+Completed parts are recorded beside the temporary file (`partial`), so a killed
+run resumes where it stopped, with the part size it started with; those parts
+are read back for hashing, being nowhere else. Each part is one attempt of the
+source's retry policy; a file whose parts all arrived but whose SHA-1 does not
+match is fetched once more, from nothing.
+"""
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..cache.audit import check_received
+from ..cache.partial import PartialFile
+from ..errors import Mismatch
+from ..network.s3errors import one_line
+from ..network.source import S3Source
+from ..pool import task_group
+from ..rules.plans import FileSpec
+from .concurrency import Concurrency
+from .ledger import Ledger, Received, Restarted, Started
+
+HELD_AT_MOST = 32 << 20  # bytes of one part kept in memory for hashing
+
+
+class Buffers:
+    """Part buffers for all large files in flight: at most `budget` bytes of them.
+
+    Parts take buffers in order within a file and give them back once hashed, so
+    the lowest unhashed part of every file always holds one: no file can starve
+    another into a deadlock."""
+
+    def __init__(self, budget: int, part_size: int) -> None:
+        self._tokens = anyio.Semaphore(max(2, budget // part_size))
+        self._free: list[bytearray] = []
+
+    async def take(self, size: int) -> bytearray:
+        await self._tokens.acquire()
+        for i, buffer in enumerate(self._free):
+            if len(buffer) >= size:
+                return self._free.pop(i)
+        return bytearray(size)  # a fresh one faults its pages in once, then is reused
+
+    def give(self, buffer: bytearray) -> None:
+        self._free.append(buffer)
+        self._tokens.release()
+
+    def forget(self) -> None:
+        """A buffer is not coming back (its part failed, and an abandoned thread may
+        still write into it): free its share of the budget, never the buffer."""
+        self._tokens.release()
+
+
+@dataclass(frozen=True)
+class RangedFile:
+    source: S3Source
+    ledger: Ledger
+    off_loop: Callable[..., Awaitable[Any]]  # run a blocking call on the transfer's threads
+    buffers: Buffers
+    part_size: int  # for a fresh start; a resumed file keeps its own
+    parts_in_flight: int  # the most parts in flight or waiting for the cursor
+    forced: bool = False  # the user named the split: always `parts_in_flight` at once
+    durable: bool = True  # flushed before it is renamed into place (`durable`)
+    private: bool = False  # another process may fetch it at once (`partial`)
+
+    async def fetch(self, spec: FileSpec, final: Path, size: int) -> int:
+        """Fetch `spec` into `final`; returns the bytes a killed run had left done."""
+        self.ledger.record(Started(spec))
+        for fresh_start in (False, True):
+            partial = await self.off_loop(
+                PartialFile.open, final, size, spec.sha1, self.part_size, self.private
+            )
+            resumed = 0
+            try:
+                if partial.done:
+                    resumed = sum(partial.part_length(i) for i in partial.done)
+                    self.ledger.record(Received(spec, resumed))
+                check_received(spec, size, size, await self._parts(spec, partial))
+            except Mismatch as exc:
+                partial.discard()  # the parts on disk are not trustworthy
+                self.ledger.record(Restarted(spec))
+                if fresh_start:
+                    raise
+                self.source.retry.record(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
+                continue
+            except BaseException:
+                partial.close()  # keep completed parts for the next run
+                raise
+            await self.off_loop(partial.finish, self.durable)
+            return resumed
+        raise AssertionError("unreachable")
+
+    async def _parts(self, spec: FileSpec, partial: PartialFile) -> str:
+        """Fetch the missing parts, as many at once as pays; hash all of them in order."""
+        count = partial.count
+        ready = [anyio.Event() for _ in range(count)]
+        start = self.parts_in_flight if self.forced else 2
+        pace = Concurrency(self.parts_in_flight, start=start)
+        digest = hashlib.sha1()
+        # part -> its buffer, from the pool until hashed: parts done by an earlier run,
+        # or too big to hold, have none
+        owned: dict[int, bytearray] = {}
+
+        async def fetch(index: int, buffer: bytearray | None) -> None:
+            start, length = index * partial.part_size, partial.part_length(index)
+            byte_range = (start, start + length - 1)
+            into = None if buffer is None else memoryview(buffer)[:length]
+            await self.source.retry.run(
+                lambda: self.source.copy_into(
+                    spec.source, spec.name, partial.fd, start, length, byte_range, into=into
+                ),
+                f"{spec.source}/{spec.name} bytes {start}-{byte_range[1]}",
+            )
+            partial.mark_done(index)
+            self.ledger.record(Received(spec, length))
+            if not self.forced:
+                pace.done(length)
+            ready[index].set()
+
+        async def schedule(group: TaskGroup) -> None:
+            for index in range(count):
+                await pace.slots.acquire()  # released by the cursor
+                if index in partial.done:
+                    ready[index].set()
+                elif partial.part_size > HELD_AT_MOST:
+                    group.start_soon(fetch, index, None)
+                else:
+                    owned[index] = await self.buffers.take(partial.part_size)
+                    group.start_soon(fetch, index, owned[index])
+
+        try:
+            async with task_group() as group:
+                group.start_soon(schedule, group)
+                for index in range(count):  # the hashing cursor
+                    await ready[index].wait()
+                    buffer = owned.get(index)
+                    if buffer is None:  # only the disk has it
+                        await self.off_loop(partial.hash_part, index, digest)
+                    else:
+                        view = memoryview(buffer)[: partial.part_length(index)]
+                        await self.off_loop(digest.update, view)
+                        self.buffers.give(owned.pop(index))
+                    pace.slots.release()
+        finally:
+            for _ in owned:
+                self.buffers.forget()
+        return digest.hexdigest()

@@ -1,0 +1,269 @@
+"""Download the plan into the cache, verifying every byte on the way.
+
+Each file goes to a hidden temporary file beside its final path and is renamed
+into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
+`download_metadata` and its bytes are on stable storage (`durable`); so a final
+path only ever holds a verified, durable file.
+
+Small files are one GET each; large files are fetched in ranged parts (see
+`ranged`).
+
+All requests, whole-file or part, share the source's one window of requests in
+flight (`concurrency`: `jobs` at most); small and large files have their own
+workers, so neither waits for the other to drain. Each whole-file GET is one
+attempt of the source's retry policy. A file over IN_MEMORY is fetched under its
+lock (`locks`), so processes sharing a cache never fetch it at the same time,
+and each looks again once it holds the lock. Smaller files take none: a lock's
+four system calls cost more than such a file's download, and two processes that
+both fetch one each write their own temporary name and rename the same verified
+bytes into place. That is also why helper processes (`cores`) may take shares
+of those files, and only of those.
+"""
+
+import contextlib
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import anyio
+
+from ..cache.audit import check_received, defect
+from ..cache.durable import Batches, settle, write_all
+from ..cache.locks import Locks
+from ..cache.partial import discard_parts
+from ..cache.workfiles import temporary_name
+from ..errors import SourceError, SyncError
+from ..network.s3errors import one_line
+from ..network.source import READ_TIMEOUT, S3Source
+from ..pool import for_each, task_group
+from ..rules.plans import FileSpec
+from .concurrency import Window
+from .ledger import Finished, Ledger, Received, Report, Restarted, Started
+from .ranged import Buffers, RangedFile
+from .retry import RETRY_TIME
+
+MiB = 1 << 20
+IN_MEMORY = MiB  # files up to this size are read whole and written in one go
+INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
+THREADS = 4
+PART_BUFFERS = 96 * MiB  # large files' parts held for hashing, all files together
+BODIES = 32 * MiB  # small files read whole and not yet written, all together
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from .cores import Helpers
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    jobs: int = 256  # the most requests in flight, across all files (`concurrency`)
+    part_size: int = 8 * MiB
+    threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
+    verify: bool = False  # re-hash cached files instead of trusting their size
+    retry_time: float = RETRY_TIME  # seconds a request keeps being retried
+    timeout: float = READ_TIMEOUT  # seconds without a byte before a request is sent again
+    durable: bool = True  # each file flushed to stable storage before its rename (`durable`)
+    split_named: bool = False  # part size or threshold given: split as told, not as found
+
+    @property
+    def large_workers(self) -> int:
+        """Large files downloaded at once; each keeps several parts in flight."""
+        return max(1, min(4, self.jobs // 8))
+
+    @property
+    def parts_per_file(self) -> int:
+        """Parts of one file in flight or waiting for the cursor: the memory bound."""
+        return max(2, min(16, self.jobs))
+
+
+@dataclass
+class Transfer:
+    """One sync's transfers: shared client, cache root, options, and the run's ledger."""
+
+    source: S3Source
+    cache: Path
+    ledger: Ledger
+    options: TransferOptions = field(default_factory=TransferOptions)
+    prefetched: dict[str, bytes] = field(default_factory=dict)
+    helpers: "Helpers | None" = None  # other processes that take shares of the small files
+    # Names the check before the run found missing or wrong; the rest it found valid.
+    # None: no such check (a helper's share), so each file is looked at.
+    missing: frozenset[str] | None = None
+    locks: Locks = field(init=False)  # lock-free once the file system says it has none
+
+    def __post_init__(self) -> None:
+        self.locks = Locks(self.ledger.note)
+
+    async def run(self, plan: Iterable[FileSpec]) -> Report:
+        self._made_dirs: set[Path] = set()
+        # Few threads: they exist to hash and write big buffers on the second core;
+        # dozens of them only fight over the GIL.
+        self._threads = anyio.CapacityLimiter(THREADS)
+        self._buffers = Buffers(PART_BUFFERS, self.options.part_size)
+        # The window lets up to `jobs` small files be read at once: at 1 MiB each that
+        # alone could pass the memory the whole run should use.
+        self._bodies = Window(BODIES)
+        self._batches = Batches(self.cache, self.options.durable)
+        plan = list(plan)
+        large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
+        small = [s for s in plan if s.size is None or s.size < self.options.threshold]
+        try:
+            async with task_group() as group:
+                group.start_soon(for_each, large, self._one, self.options.large_workers)
+                if self.helpers is not None:
+                    small = self.helpers.take(small, self, group)
+                group.start_soon(for_each, small, self._one, self.options.jobs)
+        finally:
+            self._batches.close()
+        return self.ledger.report
+
+    def shareable(self, spec: FileSpec) -> bool:
+        """Whether a helper process may fetch `spec`: a file small enough to need no
+        lock, not already in memory, and missing from the cache (by its size, as the
+        stat before the run found it)."""
+        return (
+            spec.size is not None
+            and spec.size <= IN_MEMORY
+            and spec.name not in self.prefetched
+            and self.missing is not None
+            and spec.name in self.missing
+        )
+
+    async def _one(self, spec: FileSpec) -> None:
+        final = self.cache / spec.path
+        size = 0
+        try:
+            size = await self._expected_size(spec)
+            resumed = None
+            if self._in_doubt(spec) and not await self._is_valid(final, spec, size):
+                resumed = await self._fetch(spec, final, size)
+        except (SourceError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                # Every other file would fail the same way: stop the whole sync now.
+                raise SyncError(
+                    f"{final.parent}: {exc.strerror}; free space in the cache's file system "
+                    "and run again (what is done is kept)"
+                ) from None
+            self.ledger.record(Finished(spec, "failed", size, one_line(exc)))
+            return
+        if resumed is None:
+            self.ledger.record(Finished(spec, "skipped", size))
+        else:
+            self.ledger.record(Finished(spec, "downloaded", size, resumed=resumed))
+
+    async def _fetch(self, spec: FileSpec, final: Path, size: int) -> int | None:
+        """Fetch `spec`; returns how many bytes a killed run had left done, or None if
+        another process sharing the cache put a valid file there first. A small file
+        is fetched without a lock (see the module's note); a bigger one under its
+        lock, looking again once the lock is ours."""
+        if final.parent not in self._made_dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(final.parent)
+        where = f"{spec.source}/{spec.name}"
+        if size <= IN_MEMORY or spec.name in self.prefetched:
+            await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+            return 0
+        async with self.locks.hold(final) as alone:
+            if await self._is_valid(final, spec, size):
+                return None
+            if size >= self.options.threshold:
+                ranged = RangedFile(
+                    self.source,
+                    self.ledger,
+                    self._off_loop,
+                    self._buffers,
+                    self.options.part_size,
+                    self.options.parts_per_file,
+                    self.options.split_named,
+                    self.options.durable,
+                    private=not alone,
+                )
+                return await ranged.fetch(spec, final, size)
+            await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+            if alone:
+                discard_parts(final)  # an earlier run's, split by a smaller threshold
+        return 0
+
+    def _in_doubt(self, spec: FileSpec) -> bool:
+        """Whether `spec` needs a look: the check before the run found it missing or
+        wrong, there was no such check, or every file is to be re-hashed."""
+        return self.missing is None or spec.name in self.missing or self.options.verify
+
+    async def _expected_size(self, spec: FileSpec) -> int:
+        if spec.size is not None:
+            return spec.size
+        if spec.name in self.prefetched:
+            return len(self.prefetched[spec.name])
+        return await self.source.size(spec.source, spec.name)
+
+    async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
+        """By size (a stat, on the loop), or also by SHA-1 (in a thread) with verify."""
+        sha1 = spec.sha1 if self.options.verify else None
+        if sha1 is None:
+            return defect(final, size, None) is None
+        return await self._off_loop(defect, final, size, sha1) is None
+
+    async def _off_loop(self, func: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    # -- one GET per file --------------------------------------------------------------
+
+    async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
+        """One attempt at a file as one GET; the ledger takes back what a failed one counted."""
+        self.ledger.record(Started(spec))
+        temp = temporary_name(final)
+        try:
+            data = self.prefetched.get(spec.name)
+            if data is None and size <= IN_MEMORY:
+                await self._bodies.acquire(size)
+                try:
+                    data = await self.source.read(spec.source, spec.name, size=size)
+                    await self._write(spec, temp, data, size)
+                finally:
+                    self._bodies.release(size)
+                await self._batches.settle(temp, final)
+            elif data is not None:
+                await self._write(spec, temp, data, size)
+                await self._batches.settle(temp, final)
+            else:
+                await self._stream(spec, temp, final, size)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            self.ledger.record(Restarted(spec))
+            raise
+
+    async def _write(self, spec: FileSpec, temp: str, data: bytes, size: int) -> None:
+        self.ledger.record(Received(spec, len(data)))
+        if len(data) <= INLINE:
+            _write_verified(temp, data, spec, size)
+        else:
+            await self._off_loop(_write_verified, temp, data, spec, size)
+
+    async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
+        digest = hashlib.sha1()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
+            self.ledger.record(Received(spec, size))
+            check_received(spec, size, size, digest.hexdigest())
+        except BaseException:
+            os.close(fd)
+            raise
+        await self._off_loop(settle, fd, temp, final, self.options.durable)  # closes fd
+
+
+def _write_verified(temp: str, data: bytes, spec: FileSpec, size: int) -> None:
+    """Verify and write under the temporary name; the rename comes once the file is
+    flushed (`durable`)."""
+    check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)

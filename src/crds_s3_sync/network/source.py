@@ -1,0 +1,314 @@
+"""S3 access: the one seam between a sync and the network.
+
+Listing and HEADs go through botocore (aiobotocore's session: boto3 is not
+needed, nor its import time), which resolves endpoints, regions, TLS, proxies
+and credentials. Object GETs take a faster path with the same answers
+(`addressing` for host and signature, `connection` for trust and proxies):
+small bodies through aiohttp on the event loop (`small`), big ones through
+`bulk`'s worker threads straight into the file; each reader checks status and
+length, and S3's refusals become one line each (`s3errors`). Each GET holds one
+of the run's request slots (`concurrency`) and is signed only then. Two answers
+are handled here by resending, neither counted as a try: a bucket in another
+region (learned once per bucket) and credentials that expired in flight
+(renewed once for all requests that used them). Everything else is one
+attempt; `retry` decides on more.
+"""
+
+import hashlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import TypeVar
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import UNSIGNED
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from ..engine.concurrency import Concurrency
+from ..engine.retry import RETRY_TIME, Retry, RetryListener
+from ..errors import SetupError, SourceError, SyncError, Transient
+from .addressing import Addresses
+from .bulk import THREADS as BULK_THREADS
+from .bulk import BulkReader
+from .connection import Request, Trust, VerifyingSession
+from .location import PUBLIC_BUCKETS, Endpoint, Location
+from .s3errors import (
+    Answer,
+    ExpiredCredentials,
+    Translator,
+    WrongRegion,
+    is_certificate_error,
+    one_line,
+)
+from .small import SmallReader
+
+T = TypeVar("T")
+CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
+RESENDS = 4  # a GET sent again for a region or for credentials, at most; not tries
+
+
+class S3Source:
+    """Reads objects and listings; use as `async with S3Source(...) as source`.
+
+    `concurrency.slots` is the run's one limit on requests in flight, and what it
+    learns from; `retry` is the run's one retry policy, for callers to wrap attempts in.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        jobs: int,
+        listener: RetryListener | None = None,
+        retry_seconds: float | None = None,
+        timeout: float = READ_TIMEOUT,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.concurrency = Concurrency(jobs)
+        self.retry = Retry(
+            self.concurrency, listener, RETRY_TIME if retry_seconds is None else retry_seconds
+        )
+        self._listener = listener
+        self._pending: dict[int, tuple[str, float]] = {}  # requests sent: where, since when
+        self._tokens = itertools.count()
+        self._last_answer = time.monotonic()
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> "S3Source":
+        try:
+            await self._open()
+            watchers = await self._stack.enter_async_context(anyio.create_task_group())
+            watchers.start_soon(self._watch)
+            self._stack.callback(watchers.cancel_scope.cancel)
+        except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
+            await self._stack.aclose()
+            raise SetupError(f"AWS configuration: {one_line(exc)}") from None
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        session = get_session()
+        # Listings' LastModified go unused: parsing 2,500 of them with dateutil took
+        # longer than the rest of a re-run's planning.
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+        credentials, found = None, True
+        unsigned = bool(self.endpoint.unsigned)
+        if self.endpoint.unsigned is None:
+            if self.endpoint.bucket in PUBLIC_BUCKETS:
+                unsigned = True  # no need to look for credentials at all
+            else:
+                credentials = await session.get_credentials()
+                found = credentials is not None
+                unsigned = not found
+        connections = self.concurrency.ceiling + 4
+        config = AioConfig(
+            http_session_cls=VerifyingSession,
+            signature_version=UNSIGNED if unsigned else "s3v4",
+            max_pool_connections=connections,
+            retries={"mode": "standard", "total_max_attempts": 1},  # `retry` decides
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=self.timeout,
+            s3={"addressing_style": "path"} if self.endpoint.url else None,
+        )
+        self._addresses = Addresses(session, config, self.endpoint.url, credentials, self._stack)
+        trust = Trust.of(await self._addresses.client(self.endpoint.bucket))
+        self._translator = Translator(not unsigned, found, trust.ca_bundle)
+        self._small = await self._stack.enter_async_context(
+            SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, self.timeout)
+        )
+        self._bulk = BulkReader(
+            min(BULK_THREADS, self.concurrency.ceiling), self.timeout, trust, self._translator
+        )
+        self._stack.callback(self._bulk.close)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    # -- never silent ------------------------------------------------------------------
+
+    @contextmanager
+    def _sent(self, where: str) -> Iterator[None]:
+        """A request on its way: what the run waits for, until it is answered."""
+        token = next(self._tokens)
+        self._pending[token] = (where, time.monotonic())
+        try:
+            yield
+        finally:
+            del self._pending[token]
+            self._last_answer = time.monotonic()
+
+    async def _watch(self) -> None:
+        """While requests are out and none has been answered for a read timeout (30 s
+        at most), say so, once per such stretch; retry lines say the rest."""
+        interval = min(self.timeout, 30.0)
+        said = 0.0
+        while True:
+            await anyio.sleep(interval / 4)
+            now = time.monotonic()
+            quiet_for = now - max(self._last_answer, said)
+            if self._pending and quiet_for >= interval and self._listener is not None:
+                where, since = min(self._pending.values(), key=lambda item: item[1])
+                self._listener.waiting(
+                    f"no answer for {now - self._last_answer:.0f} s: waiting for "
+                    f"{len(self._pending)} requests, the oldest {where} ({now - since:.0f} s)"
+                )
+                said = now
+
+    # -- object GETs -------------------------------------------------------------------
+
+    async def get_bytes(self, location: Location, name: str, limit: int) -> bytes:
+        """A whole small object for planning (server_config, a mapping, a context
+        pickle), retried by the run's policy."""
+        return await self.retry.run(
+            lambda: self.read(location, name, limit=limit), location.url(name)
+        )
+
+    async def read(
+        self, location: Location, name: str, *, size: int | None = None, limit: int | None = None
+    ) -> bytes:
+        """One GET of a whole object into memory: it must be `size` bytes if given, and
+        one bigger than `limit` is refused unread, so a hostile bucket cannot fill
+        memory with a "mapping"."""
+        async with self.concurrency.slots:
+            data = await self._send(
+                location, name, None, lambda r: self._small.read(r, size, limit)
+            )
+            self.concurrency.done(len(data))
+        return data
+
+    async def copy_into(
+        self,
+        location: Location,
+        name: str,
+        fd: int,
+        offset: int,
+        length: int,
+        byte_range: tuple[int, int] | None = None,
+        digest: "hashlib._Hash | None" = None,
+        into: memoryview | None = None,
+    ) -> None:
+        """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
+        `offset`, fed to `digest` and left in `into` on the way, by a worker thread
+        (see `bulk`)."""
+        async with self.concurrency.slots, self._bulk.worker():
+            await self._send(
+                location,
+                name,
+                byte_range,
+                lambda r: self._bulk.copy(r, fd, offset, length, digest, into),
+            )
+            self.concurrency.done(length)
+
+    async def _send(
+        self,
+        location: Location,
+        name: str,
+        byte_range: tuple[int, int] | None,
+        send: Callable[[Request], Awaitable[T]],
+    ) -> T:
+        """Sign and send now; resend after a region redirect (to the region S3 names,
+        unless it is the one the request was signed for) or expired credentials (with
+        fresh ones; if there are none, nothing else will work either)."""
+        bucket, key = location.bucket, location.key(name)
+        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        for _ in range(RESENDS):
+            addressed = await self._addresses.address(bucket, key)
+            request = Request(addressed.url, headers, addressed.proxy, location.url(name))
+            try:
+                with self._sent(request.where):
+                    return await send(request)
+            except WrongRegion as exc:
+                if exc.region == addressed.region:
+                    raise SourceError(str(exc)) from None
+                self._addresses.learn(bucket, exc.region)
+            except ExpiredCredentials as exc:
+                if not await self._addresses.renew(addressed.credentials):
+                    raise SetupError(str(exc)) from None
+        raise SourceError(f"{location.url(name)}: S3 kept turning the request away")
+
+    # -- botocore requests -------------------------------------------------------------
+
+    async def size(self, location: Location, name: str) -> int:
+        """An object's size, from a HEAD."""
+        key = location.key(name)
+
+        async def head() -> int:
+            async with self.concurrency.slots:
+                client = await self._addresses.client(location.bucket)
+                response = await self._botocore(
+                    client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
+                )
+                self.concurrency.done(0)
+            return int(response["ContentLength"])
+
+        return await self.retry.run(head, location.url(name))
+
+    async def list_names(self, location: Location) -> list[str]:
+        """Names of the objects directly under `location` (not in deeper "folders")."""
+        prefix = location.key("")
+
+        async def listing() -> list[str]:
+            names = []
+            client = await self._addresses.client(location.bucket)
+            pages = aiter(
+                client.get_paginator("list_objects_v2").paginate(
+                    Bucket=location.bucket, Prefix=prefix, Delimiter="/"
+                )
+            )
+            async with self.concurrency.slots:
+                while True:
+                    page = await self._botocore(anext(pages, None), location.bucket, prefix)
+                    if page is None:
+                        return names
+                    names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+
+        return await self.retry.run(listing, location.url(""))
+
+    async def _botocore(self, call: Awaitable[T], bucket: str, key: str) -> T:
+        """One botocore request (which follows region redirects itself), its failure
+        translated as the GET paths translate theirs."""
+        try:
+            with self._sent(f"s3://{bucket}/{key}"):
+                return await call
+        except (ClientError, BotoCoreError) as exc:
+            raise self._explain(exc, bucket, key) from None
+
+    def _explain(self, exc: Exception, bucket: str, key: str) -> SyncError:
+        """A botocore error as one line saying what failed and where."""
+        where = f"s3://{bucket}/{key}"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            metadata = exc.response.get("ResponseMetadata", {})
+            answer = Answer.of(
+                metadata.get("HTTPStatusCode") or 0,
+                metadata.get("HTTPHeaders", {}),
+                error.get("Code"),
+                error.get("Message"),
+                error.get("Region"),
+            )
+            translated = self._translator.answer(where, answer)
+            if isinstance(translated, WrongRegion):  # botocore could not follow it either
+                return SourceError(str(translated))
+            if isinstance(translated, ExpiredCredentials):  # botocore signs with fresh ones
+                return SetupError(str(translated))
+            return translated
+        if isinstance(exc, SSLError) and is_certificate_error(exc.kwargs.get("error")):
+            host = exc.kwargs.get("endpoint_url", where)
+            return self._translator.certificate(host, exc.kwargs["error"])
+        if isinstance(exc, EndpointConnectionError):
+            return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
+        if isinstance(exc, ConnectionError | ReadTimeoutError):
+            return Transient(f"{where}: {type(exc).__name__}: {one_line(exc)}")
+        return SourceError(f"{where}: {type(exc).__name__}: {one_line(exc)}")

@@ -1,0 +1,122 @@
+"""The plan: every file a sync needs, as data.
+
+Everything after the walk (dry run, skip-if-present, download, summary, cache
+key, shard, check and purge) works on this list.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Protocol
+
+from ..network.location import Location
+from .layout import Kind, Layout, relative_path
+from .server_config import FileMeta, ServerConfig
+from .walker import Walk
+
+SERVER_CONFIG = "server_config"
+
+
+class Sources(Protocol):
+    """Where a plan's files come from and go: the run's settings."""
+
+    observatory: str
+    layout: Layout
+    config: Location
+    mappings: Location
+    references: Location
+    pickles: Location
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    kind: Kind
+    size: int | None  # None: not in download_metadata, so the object's size is used
+    sha1: str | None  # None: cannot be verified
+    instrument: str | None
+    source: Location
+    path: PurePosixPath  # relative to the cache root
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "size": self.size,
+            "sha1": self.sha1,
+            "path": str(self.path),
+        }
+
+
+def build_plan(
+    walk: Walk,
+    server_config: ServerConfig,
+    server_config_bytes: bytes,
+    settings: Sources,
+) -> list[FileSpec]:
+    """Mappings (or context pickles) first: they are small and make the cache usable
+    early; then references."""
+    obs, layout = settings.observatory, settings.layout
+
+    def spec(
+        kind: Kind,
+        name: str,
+        source: Location,
+        instrument: str | None = None,
+        meta: FileMeta | None = None,
+    ) -> FileSpec:
+        meta = meta or server_config.metadata.get(name)
+        return FileSpec(
+            name,
+            kind,
+            meta.size if meta else None,
+            meta.sha1 if meta else None,
+            instrument,
+            source,
+            relative_path(kind, name, obs, layout, instrument),
+        )
+
+    config_meta = _meta_of(server_config_bytes)
+    plan = [spec(Kind.config, SERVER_CONFIG, settings.config, meta=config_meta)]
+    if walk.pickles:  # HST: the context pickles stand in for the mapping files
+        plan += [
+            spec(Kind.pickle, name, settings.pickles, meta=_meta_of(data))
+            for name, data in sorted(walk.pickles.items())
+        ]
+    else:
+        plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]
+    plan += [
+        spec(Kind.reference, name, settings.references, walk.references[name])
+        for name in sorted(walk.references)
+    ]
+    return plan
+
+
+def _meta_of(data: bytes) -> FileMeta:
+    """For files the walk already holds: the cache gets exactly the bytes it read."""
+    return FileMeta(len(data), hashlib.sha1(data).hexdigest())
+
+
+def cache_key(plan: list[FileSpec], observatory: str, layout: Layout) -> str:
+    """A CI cache key: it changes exactly when the files the plan needs change.
+
+    server_config is left out: its bytes change with every bucket update (its
+    own timestamps) even when the selection's files do not.
+    """
+    lines = [f"{observatory} {layout.value}"]
+    lines += sorted(
+        f"{spec.path} {spec.sha1 or spec.size}" for spec in plan if spec.kind is not Kind.config
+    )
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return f"crds-{observatory}-{layout.value}-{digest[:32]}"
+
+
+def shard(plan: list[FileSpec], index: int, count: int) -> list[FileSpec]:
+    """Shard `index` (1..count) of the plan: files go by a hash of their name, so a
+    file stays in its shard as the plan grows. server_config is in every shard."""
+    return [
+        spec
+        for spec in plan
+        if spec.kind is Kind.config
+        or int.from_bytes(hashlib.sha1(spec.name.encode()).digest()[:8], "big") % count == index - 1
+    ]

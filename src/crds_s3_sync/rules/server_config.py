@@ -1,0 +1,102 @@
+"""CRDS's `server_config`: which contexts exist and what every file should hash to.
+
+The file is a Python literal written by `pprint`; it is read with
+`ast.literal_eval` and never evaluated. `download_metadata` is the source of
+truth for verification: `{"crds_encoded": "1.0", "crds_payload": B}` with B the
+base64 of gzipped JSON `{name: {"size": "123", "sha1sum": "..."}}`.
+"""
+
+import ast
+import base64
+import binascii
+import gzip
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FormatError
+from .names import check_name
+
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    size: int
+    sha1: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    observatory: str
+    operational_context: str
+    mappings: list[str]
+    bad_files: list[str]
+    metadata: dict[str, FileMeta]
+    raw: dict[str, Any] = field(repr=False)
+
+
+def parse_server_config(text: str, where: str) -> ServerConfig:
+    try:
+        raw = ast.literal_eval(text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        raise FormatError(f"{where}: not a Python literal ({_first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise FormatError(f"{where}: expected a dict, found {type(raw).__name__}")
+    observatory = _field(raw, "observatory", str, where).lower()
+    context = _field(raw, "operational_context", str, where)
+    mappings = _field(raw, "mappings", list, where, default=[])
+    bad_files = _field(raw, "bad_files_list", list, where, default=[])
+    for name in [*mappings, *bad_files]:
+        if not isinstance(name, str):
+            raise FormatError(f"{where}: file lists must hold strings, found {name!r}")
+    metadata = decode_download_metadata(raw.get("download_metadata", {}), where)
+    return ServerConfig(observatory, context, mappings, bad_files, metadata, raw)
+
+
+def decode_download_metadata(value: object, where: str) -> dict[str, FileMeta]:
+    """Decode CRDS's encoded payload (or a plain dict, as old servers sent) into FileMeta."""
+    where = f"{where}: download_metadata"
+    if isinstance(value, dict) and "crds_payload" in value:
+        payload = value["crds_payload"]
+        if not isinstance(payload, str):
+            raise FormatError(f"{where}: crds_payload is not a string")
+        try:
+            value = json.loads(gzip.decompress(base64.b64decode(payload, validate=True)))
+        except (binascii.Error, OSError, EOFError, zlib.error) as exc:
+            raise FormatError(f"{where}: payload is not base64 of gzip ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise FormatError(f"{where}: payload is not JSON ({_first_line(exc)})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{where}: expected a mapping of file name to size and sha1sum")
+    metadata = {}
+    for name, info in value.items():
+        check_name(name, where)
+        try:
+            size = int(info["size"])
+            sha1 = str(info["sha1sum"]).lower()
+        except (TypeError, KeyError, ValueError):
+            raise FormatError(f"{where}: bad entry for {name!r}: {info!r:.80}") from None
+        if size < 0 or not _SHA1.match(sha1):
+            raise FormatError(f"{where}: bad size or sha1sum for {name!r}")
+        metadata[name] = FileMeta(size, sha1)
+    return metadata
+
+
+_REQUIRED = object()
+
+
+def _field(raw: dict, key: str, kind: type, where: str, default: object = _REQUIRED) -> Any:
+    if key not in raw:
+        if default is _REQUIRED:
+            raise FormatError(f"{where}: missing {key!r}")
+        return default
+    if not isinstance(raw[key], kind):
+        raise FormatError(f"{where}: {key!r} should be a {kind.__name__}")
+    return raw[key]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

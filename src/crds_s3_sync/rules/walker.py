@@ -1,0 +1,137 @@
+"""From chosen contexts to every file they need.
+
+The walk goes level by level (pmaps, then imaps, then rmaps) so that all the
+mappings of one level are fetched concurrently; HST buckets have no mapping
+files, and each context's pickle gives its whole tree at once (`pickles`).
+The result must equal what the crds library's `mapping_names()` and
+`reference_names()` give for the same contexts; tests check that on real
+contexts.
+"""
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..errors import SyncError
+from ..network.location import Location
+from ..pool import for_each
+from .mapping import Mapping, is_mapping_name, parse_mapping
+from .names import check_name, is_plain_name
+from .pickles import read_context_pickle
+from .server_config import ServerConfig
+
+FetchMapping = Callable[[str], Awaitable[bytes]]  # a mapping's (or context pickle's) bytes
+KnownMapping = Callable[[str], Mapping | None]  # a mapping already parsed on an earlier run
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which contexts to sync: all, the newest N, named ones, or the default."""
+
+    all: bool = False
+    last: int | None = None
+    names: tuple[str, ...] = ()
+
+
+@dataclass
+class Walk:
+    contexts: list[str]
+    mappings: dict[str, Mapping] = field(default_factory=dict)
+    mapping_bytes: dict[str, bytes] = field(default_factory=dict)
+    references: dict[str, str | None] = field(default_factory=dict)  # name -> instrument
+    pickles: dict[str, bytes] = field(default_factory=dict)  # HST: "<context>.pkl" -> bytes
+
+
+def select_contexts(
+    selection: Selection, server_config: ServerConfig, bucket_names: list[str] | None
+) -> list[str]:
+    """Resolve a selection; `bucket_names` lists the bucket's mappings (for --all / --last)."""
+    if selection.names:
+        names = [_symbolic(name, server_config) for name in selection.names]
+        return [_check_context(name) for name in dict.fromkeys(names)]
+    if not (selection.all or selection.last):
+        return [_check_context(server_config.operational_context)]
+    contexts = sorted(
+        (name for name in bucket_names or [] if name.endswith(".pmap") and is_plain_name(name)),
+        key=context_serial,
+    )
+    if not contexts:
+        raise SyncError("the bucket holds no contexts (.pmap files) under its mappings prefix")
+    return contexts if selection.all else contexts[-selection.last :]
+
+
+def context_serial(name: str) -> tuple[int, str]:
+    """Order contexts by serial number (jwst_0541.pmap -> 541); unnumbered ones first."""
+    match = re.search(r"_(\d+)\.pmap$", name)
+    return (int(match.group(1)) if match else -1, name)
+
+
+async def walk(
+    contexts: list[str], fetch: FetchMapping, jobs: int, known: KnownMapping | None = None
+) -> Walk:
+    """Walk down from `contexts`; mappings `known` need neither fetching nor parsing
+    (and are then absent from `mapping_bytes`)."""
+    result = Walk(contexts)
+    level = sorted(set(contexts))
+    while level:
+        children: set[str] = set()
+
+        async def load(name: str, children: set[str] = children) -> None:
+            mapping = known(name) if known else None
+            if mapping is None:
+                data = await fetch(name)
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SyncError(f"{name}: mapping is not UTF-8 text") from None
+                mapping = parse_mapping(name, text)
+                result.mapping_bytes[name] = data
+            result.mappings[name] = mapping
+            children.update(mapping.mappings)
+
+        await for_each(level, load, jobs)
+        level = sorted(children - result.mappings.keys())
+    _collect_references(result)
+    return result
+
+
+async def walk_pickles(
+    contexts: list[str], fetch: FetchMapping, jobs: int, location: Location
+) -> Walk:
+    """The same walk from context pickles (HST), each of which holds its whole tree."""
+    result = Walk(contexts)
+
+    async def load(context: str) -> None:
+        data = await fetch(context)
+        for mapping in read_context_pickle(context, data, f"{location}/{context}.pkl"):
+            result.mappings.setdefault(mapping.name, mapping)
+        result.pickles[f"{context}.pkl"] = data
+
+    await for_each(sorted(set(contexts)), load, jobs)
+    _collect_references(result)
+    return result
+
+
+def _collect_references(result: Walk) -> None:
+    for name in sorted(result.mappings):  # sorted: the same instrument wins on every run
+        mapping = result.mappings[name]
+        for ref in mapping.references:
+            result.references.setdefault(ref, mapping.instrument)
+
+
+def _symbolic(name: str, server_config: ServerConfig) -> str:
+    """crds's symbolic names, e.g. `jwst-operational`, as server_config resolves them."""
+    observatory, _, role = name.partition("-")
+    if observatory == server_config.observatory and role in ("operational", "edit"):
+        value = server_config.raw.get(f"{role}_context")
+        if not isinstance(value, str):
+            raise SyncError(f"context {name!r}: server_config has no {role}_context")
+        return value
+    return name
+
+
+def _check_context(name: str) -> str:
+    check_name(name, "context")
+    if not is_mapping_name(name):
+        raise SyncError(f"context {name!r}: expected a .pmap, .imap or .rmap name")
+    return name

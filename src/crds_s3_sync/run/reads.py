@@ -1,0 +1,159 @@
+"""Planning's reads: server_config, which contexts, and each mapping or context
+pickle, from the cache when it already holds a valid copy, else from S3.
+
+Each read is bounded (LIMITS): a hostile bucket cannot fill memory with a
+"mapping"."""
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cache.mapping_index import MappingIndex
+from ..errors import FormatError, NotFound, SourceError, SyncError
+from ..network.location import Location
+from ..network.source import S3Source
+from ..rules.layout import Kind, relative_path
+from ..rules.mapping import Mapping
+from ..rules.plans import SERVER_CONFIG
+from ..rules.server_config import ServerConfig, parse_server_config
+from ..rules.walker import Selection, select_contexts
+from .settings import Settings
+
+# The most a file read into memory for planning may be: many times the biggest real
+# one (HST's server_config 2 MB, rmaps 0.4 MB, context pickles 4 MB).
+LIMITS = {Kind.config: 64 << 20, Kind.mapping: 16 << 20, Kind.pickle: 256 << 20}
+
+
+async def load_server_config(source: S3Source, settings: Settings) -> tuple[bytes, ServerConfig]:
+    where = f"{settings.config.key(SERVER_CONFIG)}"
+    try:
+        data = await source.get_bytes(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
+    except NotFound:
+        raise SyncError(
+            f"s3://{settings.config.bucket}/{where}: no server_config there "
+            "(check the bucket, prefix and observatory)"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"s3://{settings.config.bucket}/{where}: not UTF-8 text") from None
+    config = parse_server_config(text, f"s3://{settings.config.bucket}/{where}")
+    if config.observatory != settings.observatory:
+        raise SyncError(
+            f"s3://{settings.config.bucket}/{where} is for {config.observatory!r}, "
+            f"not {settings.observatory!r}: check --observatory"
+        )
+    return data, config
+
+
+async def choose_contexts(
+    source: S3Source, settings: Settings, selection: Selection, server_config: ServerConfig
+) -> tuple[list[str], bool]:
+    """The contexts to sync, and whether to walk them from pickles: when asked to, or
+    when the bucket has pickles where mappings should be (HST's buckets). Costs no
+    request beyond the listing --all and --last need, or one HEAD otherwise."""
+    pickles = settings.use_pickles
+    if selection.all or selection.last:
+        names = [] if pickles else await source.list_names(settings.mappings)
+        if not any(name.endswith(".pmap") for name in names):
+            pickled = await source.list_names(settings.pickles)
+            contexts = [n.removesuffix(".pkl") for n in pickled if n.endswith(".pmap.pkl")]
+            if contexts or pickles:
+                return select_contexts(selection, server_config, contexts), True
+        return select_contexts(selection, server_config, names), False
+    contexts = select_contexts(selection, server_config, None)
+    if not pickles:
+        first = contexts[0]
+        pickles = not await _exists(source, settings.mappings, first) and await _exists(
+            source, settings.pickles, f"{first}.pkl"
+        )
+    return contexts, pickles
+
+
+async def _exists(source: S3Source, location: Location, name: str) -> bool:
+    """Whether an object is there; S3 answers 403, not 404, to a reader who may not list."""
+    try:
+        await source.size(location, name)
+    except SourceError:
+        return False
+    return True
+
+
+@dataclass
+class PickleFetcher:
+    source: S3Source
+    settings: Settings
+
+    async def __call__(self, context: str) -> bytes:
+        try:
+            return await self.source.get_bytes(
+                self.settings.pickles, f"{context}.pkl", LIMITS[Kind.pickle]
+            )
+        except NotFound:
+            where = f"{self.settings.pickles}/{context}.pkl"
+            raise SyncError(f"{where}: no such context pickle") from None
+
+
+@dataclass
+class MappingFetcher:
+    """Mappings for the walk: known from an earlier run's parse, or read from the
+    cache when already there and valid, else fetched from S3. A cached copy that
+    fails its check is named in `bad`, for the run to replace or remove."""
+
+    source: S3Source
+    settings: Settings
+    server_config: ServerConfig
+    contexts: list[str]
+    index: MappingIndex
+    bad: set[str] = field(default_factory=set)
+
+    def known(self, name: str) -> Mapping | None:
+        """The earlier parse of `name`, if server_config still names the SHA-1 it was
+        parsed from and the cached file has its size."""
+        meta = self.server_config.metadata.get(name)
+        if meta is None:
+            return None
+        try:
+            if os.stat(self._local(name)).st_size != meta.size:
+                return None
+        except OSError:
+            return None
+        return self.index.get(name, meta.sha1)
+
+    def _local(self, name: str) -> str:
+        """A string, not a Path: a re-run stats every mapping of every context."""
+        return os.path.join(self._directory, name)
+
+    @functools.cached_property
+    def _directory(self) -> str:
+        where = relative_path(Kind.mapping, "", self.settings.observatory, self.settings.layout)
+        return os.path.join(self.settings.cache, where)
+
+    async def __call__(self, name: str) -> bytes:
+        meta = self.server_config.metadata.get(name)
+        if meta is not None:
+            local = Path(self._local(name))
+            try:
+                data = local.read_bytes() if local.stat().st_size == meta.size else None
+            except OSError:
+                data = None
+            if data is not None:
+                if hashlib.sha1(data).hexdigest() == meta.sha1:
+                    return data
+                self.bad.add(name)
+        try:
+            data = await self.source.get_bytes(self.settings.mappings, name, LIMITS[Kind.mapping])
+        except NotFound:
+            what = "context" if name in self.contexts else "mapping"
+            raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None
+        if meta is not None and (len(data), hashlib.sha1(data).hexdigest()) != (
+            meta.size,
+            meta.sha1,
+        ):
+            raise FormatError(
+                f"{self.settings.mappings}/{name}: does not match its size and SHA-1 "
+                "in server_config"
+            )
+        return data

@@ -1,0 +1,183 @@
+"""One sync, stage by stage: server_config, selection, walk, plan, transfer, cache config.
+
+This is the only module that knows the order of the stages; each stage lives in
+its own module and can be tested alone.
+"""
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..cache.audit import PURGEABLE, Problem, check, remove
+from ..cache.crds_config import check_cache_layout, crds_environment, write_cache_config
+from ..cache.mapping_index import MappingIndex
+from ..cache.verified import VerifiedIndex
+from ..engine.ledger import Ledger, Report
+from ..engine.transfer import Transfer, TransferOptions
+from ..errors import SyncError
+from ..network.source import S3Source
+from ..rules.layout import Kind, relative_path
+from ..rules.plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
+from ..rules.walker import Selection, walk, walk_pickles
+from .reads import MappingFetcher, PickleFetcher, choose_contexts, load_server_config
+from .settings import Settings
+from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
+
+if TYPE_CHECKING:
+    from ..engine.cores import Helpers
+
+
+class Action(StrEnum):
+    """What to do with the plan."""
+
+    sync = "sync"  # fetch what is missing or invalid (by size; by SHA-1 with verify)
+    key = "key"  # only the plan's cache key
+    check = "check"  # list missing and corrupt files, fetch nothing
+    repair = "repair"  # check, then fetch exactly what check found
+    purge = "purge"  # remove the observatory's files the plan does not need
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    selection: Selection = field(default_factory=Selection)
+    transfer: TransferOptions = field(default_factory=TransferOptions)
+    dry_run: bool = False
+    mappings_only: bool = False
+    action: Action = Action.sync
+    shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
+    purge: tuple[Kind, ...] = ()  # after a sync or repair, remove these kinds' unneeded files
+    organize: bool = False  # move the cache's references into the layout asked for first
+
+    @property
+    def fetches(self) -> bool:
+        """Whether the run may fetch references (and so may use helper processes)."""
+        return self.action in (Action.sync, Action.repair) and not self.dry_run
+
+
+@dataclass
+class SyncResult:
+    contexts: list[str]
+    plan: list[FileSpec]
+    report: Report = field(default_factory=Report)
+    seconds: float = 0.0
+    key: str = ""
+    problems: list[Problem] = field(default_factory=list)  # check, repair
+    purged: list[Path] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)  # for crds to read the cache
+
+
+async def run_stages(
+    settings: Settings, options: SyncOptions, ledger: Ledger, helpers: "Helpers | None" = None
+) -> SyncResult:
+    start = time.monotonic()
+    jobs = options.transfer.jobs
+    async with S3Source(
+        settings.endpoint, jobs, ledger, options.transfer.retry_time, options.transfer.timeout
+    ) as source:
+        ledger.note(f"reading {settings.config.url(SERVER_CONFIG)}")
+        config_bytes, server_config = await load_server_config(source, settings)
+        contexts, pickles = await choose_contexts(
+            source, settings, options.selection, server_config
+        )
+        what = "context pickles" if pickles else "mappings"
+        ledger.note(f"reading the {what} of {counted(contexts, 'context')}")
+        verified = VerifiedIndex.load(settings.cache, settings.observatory)
+        if pickles:
+            fetch_pickle = PickleFetcher(source, settings)
+            walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
+        else:
+            index = MappingIndex.load(settings.cache, settings.observatory)
+            fetcher = MappingFetcher(source, settings, server_config, contexts, index)
+            known = None if options.transfer.verify else fetcher.known
+            walked = await walk(contexts, fetcher, jobs, known)
+            for name in fetcher.bad:  # found corrupt: re-hashed (and replaced) below
+                verified.doubt(
+                    relative_path(Kind.mapping, name, settings.observatory, settings.layout)
+                )
+        needed = build_plan(walked, server_config, config_bytes, settings)
+        plan = needed
+        if options.mappings_only:
+            plan = [spec for spec in needed if spec.kind is not Kind.reference]
+        if options.shard:
+            plan = shard(plan, *options.shard)
+        ledger.note(
+            f"planned {counted(plan, 'file')} from {counted(walked.mappings, 'mapping')}"
+            if not pickles
+            else f"planned {counted(plan, 'file')}"
+        )
+        result = SyncResult(
+            contexts,
+            plan,
+            report=ledger.report,
+            key=cache_key(plan, settings.observatory, settings.layout),
+            environment=crds_environment(settings.cache, settings.observatory, settings.layout),
+        )
+        if options.organize:
+            await organize_references(needed, settings, options.dry_run, ledger)
+        fetch = await _act(options, settings, result, needed, verified)
+        if fetch is not None:
+            prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
+            transfer = Transfer(
+                source, settings.cache, ledger, options.transfer, prefetched, helpers=helpers
+            )
+            await fetch_files(transfer, fetch, settings, verified)
+            try:
+                write_cache_config(
+                    settings.cache, settings.observatory, settings.layout, server_config.bad_files
+                )
+                if not pickles:  # the walk checked these bytes against server_config
+                    for name in walked.mapping_bytes:
+                        if meta := server_config.metadata.get(name):
+                            index.remember(walked.mappings[name], meta.sha1)
+                    index.save()
+            except OSError as exc:
+                raise SyncError(
+                    f"{exc.filename}: cannot write cache config: {exc.strerror}"
+                ) from None
+            if options.purge:  # the files of this plan are in place: the rest may go
+                result.purged = await purge(needed, settings, options.purge, False, verified)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+async def _act(
+    options: SyncOptions,
+    settings: Settings,
+    result: SyncResult,
+    needed: list[FileSpec],
+    verified: VerifiedIndex,
+) -> list[FileSpec] | None:
+    """Everything but fetching; returns what to fetch, or None. `needed` is every file
+    the contexts need, whatever part of it the plan is (rules only, a shard)."""
+    cache = settings.cache
+    if options.action in (Action.check, Action.repair):
+        await _find_problems(options, settings, result, verified)
+        if options.action is Action.check or options.dry_run:
+            return None
+        # known bad: no reason to keep them
+        await anyio.to_thread.run_sync(remove, corrupt_paths(result.problems, cache))
+        return [problem.spec for problem in result.problems]
+    if options.action is Action.purge:
+        kinds = options.purge or PURGEABLE
+        result.purged = await purge(needed, settings, kinds, options.dry_run, verified)
+        return None
+    if options.action is Action.key:
+        return None
+    if options.dry_run:  # what the run would fetch: the missing and corrupt files
+        await _find_problems(options, settings, result, verified)
+        return None
+    return result.plan
+
+
+async def _find_problems(
+    options: SyncOptions, settings: Settings, result: SyncResult, verified: VerifiedIndex
+) -> None:
+    """The plan against the cache (a cache of another layout is refused first)."""
+    check_cache_layout(settings.cache, settings.observatory, settings.layout)
+    result.problems = await anyio.to_thread.run_sync(
+        check, result.plan, settings.cache, options.transfer.verify, verified
+    )
