@@ -10,7 +10,7 @@ import asyncio
 import anyio
 import pytest
 
-from crds_s3_sync.engine.concurrency import (
+from crds_s3_sync.engine.window import (
     CUT_AT_MOST_EVERY,
     HOLD,
     ROUND,

@@ -37,6 +37,12 @@ class Mismatch(Transient):
     TRIES = 3
 
 
+class Resend(Transient):
+    """Send the request again at once: the network layer has mended what made it fail
+    (learned the bucket's region, renewed expired credentials, found a kept-alive
+    connection closed). Counted as a resend, not a try, and not waited for."""
+
+
 class Throttled(Transient):
     """S3 asked for fewer requests (503 SlowDown): the whole run slows down, not one file."""
 

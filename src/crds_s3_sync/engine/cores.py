@@ -55,6 +55,7 @@ from .ledger import (
     Started,
     Waiting,
 )
+from .pacer import Pacer
 from .platforms import EVENT_LOOP
 from .transfer import Transfer, TransferOptions
 
@@ -157,7 +158,7 @@ class Helpers:
         for helper, share in zip(self.helpers, shares, strict=True):
             given.update(spec.name for spec in share)
             group.start_soon(self._fetch, helper, share, transfer)
-        transfer.source.concurrency.cap(self.main_jobs)
+        transfer.pacer.window.cap(self.main_jobs)
         return [spec for spec in files if spec.name not in given]
 
     async def _fetch(self, helper: Helper, share: list[FileSpec], transfer: Transfer) -> None:
@@ -192,11 +193,8 @@ async def _work(sock: socket.socket, settings: Settings, options: TransferOption
     ledger = Ledger([relay])  # its counts are the main process's to keep
     async with AsyncExitStack() as stack:
         try:
-            source: S3Source | None = await stack.enter_async_context(
-                S3Source(
-                    settings.endpoint, options.jobs, ledger, options.retry_time, options.timeout
-                )
-            )
+            opened = S3Source(settings.endpoint, options.jobs, options.timeout)
+            source: S3Source | None = await stack.enter_async_context(opened)
             failure: SyncError | None = None
         except SyncError as exc:  # said only if there is work: the main process may fail alike
             source, failure = None, exc
@@ -211,8 +209,10 @@ async def _work(sock: socket.socket, settings: Settings, options: TransferOption
             async with task_group() as group:
                 group.start_soon(relay.pump)
                 group.start_soon(_cancel_on_close, reader, group.cancel_scope)
+                pacer = Pacer(options.jobs, ledger, options.retry_time, options.timeout)
                 with RunFile(settings.cache):
-                    await Transfer(source, settings.cache, ledger, options).run(files)
+                    async with pacer:
+                        await Transfer(source, pacer, settings.cache, options).run(files)
                 group.cancel_scope.cancel()
             relay.flush()
             await _send(writer, {"done": True})

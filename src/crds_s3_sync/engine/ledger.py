@@ -72,6 +72,15 @@ class Retrying:
 
 
 @dataclass(frozen=True, slots=True)
+class Resent:
+    """A request was sent again at once, after S3 named the bucket's region, after
+    credentials were renewed, or over a fresh connection: no try was lost."""
+
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """A file is done: fetched and in place, found valid, or given up on (`error`).
     `size` is its size as the run found it (server_config's, else the object's);
@@ -84,7 +93,7 @@ class Finished:
     resumed: int = 0
 
 
-Event = Planned | Note | Waiting | Started | Received | Restarted | Retrying | Finished
+Event = Planned | Note | Waiting | Started | Received | Restarted | Retrying | Resent | Finished
 Listener = Callable[[Event], None]
 
 
@@ -96,6 +105,7 @@ class Report:
     downloaded_bytes: int = 0  # the sizes of the files downloaded, resumed parts included
     skipped: int = 0
     retries: int = 0
+    resends: int = 0  # requests sent again at once (a region learned, credentials renewed)
     resumed_bytes: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
@@ -130,6 +140,8 @@ class Ledger:
                 self.in_flight[spec.name] = 0
             case Retrying():
                 self.report.retries += 1
+            case Resent():
+                self.report.resends += 1
             case Planned(files, nbytes):
                 self.files, self.bytes = files, nbytes
         for listener in self.listeners:

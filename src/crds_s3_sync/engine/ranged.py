@@ -10,7 +10,7 @@ HELD_AT_MOST (an explicit --part-size can ask for any size) are read back
 instead.
 
 How many parts are in flight is found per file by the same hill climb as the
-run's requests (`concurrency`): it starts at two (one arriving while the one
+run's requests (`window`): it starts at two (one arriving while the one
 before is hashed) and grows while the file's throughput does, so a fast link
 fetches a big file as a pipelined stream and a far one as many parts at once.
 An explicit part size or threshold (`forced`) keeps the old fixed fan-out.
@@ -38,8 +38,8 @@ from ..network.s3errors import one_line
 from ..network.source import S3Source
 from ..pool import task_group
 from ..rules.plans import FileSpec
-from .concurrency import Concurrency
-from .ledger import Ledger, Received, Restarted, Started
+from .ledger import Received, Restarted, Started
+from .pacer import Pacer
 
 HELD_AT_MOST = 32 << 20  # bytes of one part kept in memory for hashing
 
@@ -75,7 +75,7 @@ class Buffers:
 @dataclass(frozen=True)
 class RangedFile:
     source: S3Source
-    ledger: Ledger
+    pacer: Pacer
     off_loop: Callable[..., Awaitable[Any]]  # run a blocking call on the transfer's threads
     buffers: Buffers
     part_size: int  # for a fresh start; a resumed file keeps its own
@@ -86,7 +86,7 @@ class RangedFile:
 
     async def fetch(self, spec: FileSpec, final: Path, size: int) -> int:
         """Fetch `spec` into `final`; returns the bytes a killed run had left done."""
-        self.ledger.record(Started(spec))
+        self.pacer.ledger.record(Started(spec))
         for fresh_start in (False, True):
             partial = await self.off_loop(
                 PartialFile.open, final, size, spec.sha1, self.part_size, self.private
@@ -95,14 +95,14 @@ class RangedFile:
             try:
                 if partial.done:
                     resumed = sum(partial.part_length(i) for i in partial.done)
-                    self.ledger.record(Received(spec, resumed))
+                    self.pacer.ledger.record(Received(spec, resumed))
                 check_received(spec, size, size, await self._parts(spec, partial))
             except Mismatch as exc:
                 partial.discard()  # the parts on disk are not trustworthy
-                self.ledger.record(Restarted(spec))
+                self.pacer.ledger.record(Restarted(spec))
                 if fresh_start:
                     raise
-                self.source.retry.record(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
+                self.pacer.ledger.retrying(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
                 continue
             except BaseException:
                 partial.close()  # keep completed parts for the next run
@@ -116,7 +116,7 @@ class RangedFile:
         count = partial.count
         ready = [anyio.Event() for _ in range(count)]
         start = self.parts_in_flight if self.forced else 2
-        pace = Concurrency(self.parts_in_flight, start=start)
+        pace = self.pacer.parts(self.parts_in_flight, start)
         digest = hashlib.sha1()
         # part -> its buffer, from the pool until hashed: parts done by an earlier run,
         # or too big to hold, have none
@@ -126,14 +126,17 @@ class RangedFile:
             start, length = index * partial.part_size, partial.part_length(index)
             byte_range = (start, start + length - 1)
             into = None if buffer is None else memoryview(buffer)[:length]
-            await self.source.retry.run(
-                lambda: self.source.copy_into(
-                    spec.source, spec.name, partial.fd, start, length, byte_range, into=into
-                ),
-                f"{spec.source}/{spec.name} bytes {start}-{byte_range[1]}",
-            )
+            where = f"{spec.source}/{spec.name} bytes {start}-{byte_range[1]}"
+
+            async def attempt() -> None:
+                async with self.pacer.request(where, length):
+                    await self.source.copy_into(
+                        spec.source, spec.name, partial.fd, start, length, byte_range, into=into
+                    )
+
+            await self.pacer.retry(where, attempt)
             partial.mark_done(index)
-            self.ledger.record(Received(spec, length))
+            self.pacer.ledger.record(Received(spec, length))
             if not self.forced:
                 pace.done(length)
             ready[index].set()

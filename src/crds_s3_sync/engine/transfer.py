@@ -9,7 +9,7 @@ Small files are one GET each; large files are fetched in ranged parts (see
 `ranged`).
 
 All requests, whole-file or part, share the source's one window of requests in
-flight (`concurrency`: `jobs` at most); small and large files have their own
+flight (`pacer`: `jobs` at most); small and large files have their own
 workers, so neither waits for the other to drain. Each whole-file GET is one
 attempt of the source's retry policy. A file over IN_MEMORY is fetched under its
 lock (`locks`), so processes sharing a cache never fetch it at the same time,
@@ -41,10 +41,11 @@ from ..network.s3errors import one_line
 from ..network.source import READ_TIMEOUT, S3Source
 from ..pool import for_each, task_group
 from ..rules.plans import FileSpec
-from .concurrency import Window
-from .ledger import Finished, Ledger, Received, Report, Restarted, Started
+from .ledger import Finished, Received, Report, Restarted, Started
+from .paced import Paced
+from .pacer import RETRY_TIME, Pacer
 from .ranged import Buffers, RangedFile
-from .retry import RETRY_TIME
+from .window import Window
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TransferOptions:
-    jobs: int = 256  # the most requests in flight, across all files (`concurrency`)
+    jobs: int = 256  # the most requests in flight, across all files (`pacer`)
     part_size: int = 8 * MiB
     threshold: int = 64 * MiB  # files at least this big are fetched in ranged parts
     verify: bool = False  # re-hash cached files instead of trusting their size
@@ -83,11 +84,12 @@ class TransferOptions:
 
 @dataclass
 class Transfer:
-    """One sync's transfers: shared client, cache root, options, and the run's ledger."""
+    """One sync's transfers: the source, its pacer (and the run's ledger through it),
+    the cache root and the options."""
 
     source: S3Source
+    pacer: Pacer
     cache: Path
-    ledger: Ledger
     options: TransferOptions = field(default_factory=TransferOptions)
     prefetched: dict[str, bytes] = field(default_factory=dict)
     helpers: "Helpers | None" = None  # other processes that take shares of the small files
@@ -97,6 +99,7 @@ class Transfer:
     locks: Locks = field(init=False)  # lock-free once the file system says it has none
 
     def __post_init__(self) -> None:
+        self.ledger = self.pacer.ledger
         self.locks = Locks(self.ledger.note)
 
     async def run(self, plan: Iterable[FileSpec]) -> Report:
@@ -166,7 +169,7 @@ class Transfer:
             self._made_dirs.add(final.parent)
         where = f"{spec.source}/{spec.name}"
         if size <= IN_MEMORY or spec.name in self.prefetched:
-            await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+            await self.pacer.retry(where, lambda: self._whole(spec, final, size))
             return 0
         async with self.locks.hold(final) as alone:
             if await self._is_valid(final, spec, size):
@@ -174,7 +177,7 @@ class Transfer:
             if size >= self.options.threshold:
                 ranged = RangedFile(
                     self.source,
-                    self.ledger,
+                    self.pacer,
                     self._off_loop,
                     self._buffers,
                     self.options.part_size,
@@ -184,7 +187,7 @@ class Transfer:
                     private=not alone,
                 )
                 return await ranged.fetch(spec, final, size)
-            await self.source.retry.run(lambda: self._whole(spec, final, size), where)
+            await self.pacer.retry(where, lambda: self._whole(spec, final, size))
             if alone:
                 discard_parts(final)  # an earlier run's, split by a smaller threshold
         return 0
@@ -199,7 +202,7 @@ class Transfer:
             return spec.size
         if spec.name in self.prefetched:
             return len(self.prefetched[spec.name])
-        return await self.source.size(spec.source, spec.name)
+        return await Paced(self.source, self.pacer).size(spec.source, spec.name)
 
     async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
         """By size (a stat, on the loop), or also by SHA-1 (in a thread) with verify."""
@@ -222,7 +225,8 @@ class Transfer:
             if data is None and size <= IN_MEMORY:
                 await self._bodies.acquire(size)
                 try:
-                    data = await self.source.read(spec.source, spec.name, size=size)
+                    async with self.pacer.request(f"{spec.source}/{spec.name}", size):
+                        data = await self.source.read(spec.source, spec.name, size=size)
                     await self._write(spec, temp, data, size)
                 finally:
                     self._bodies.release(size)
@@ -249,7 +253,8 @@ class Transfer:
         digest = hashlib.sha1()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
+            async with self.pacer.request(f"{spec.source}/{spec.name}", size):
+                await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
             self.ledger.record(Received(spec, size))
             check_received(spec, size, size, digest.hexdigest())
         except BaseException:

@@ -6,22 +6,19 @@ and credentials. Object GETs take a faster path with the same answers
 (`addressing` for host and signature, `connection` for trust and proxies):
 small bodies through aiohttp on the event loop (`small`), big ones through
 `bulk`'s worker threads straight into the file; each reader checks status and
-length, and S3's refusals become one line each (`s3errors`). Each GET holds one
-of the run's request slots (`concurrency`) and is signed only then. Two answers
-are handled here by resending, neither counted as a try: a bucket in another
-region (learned once per bucket) and credentials that expired in flight
-(renewed once for all requests that used them). Everything else is one
-attempt; `retry` decides on more.
+length, and S3's refusals become one line each (`s3errors`). Every call is one
+attempt, signed when it is sent; the engine's pacer holds the run's slots and
+decides on more. Two answers are mended here and then raised as `Resend` (sent
+again at once, no try): a bucket in another region (learned once per bucket)
+and credentials that expired in flight (renewed once for all requests that used
+them).
 """
 
 import hashlib
-import itertools
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import TypeVar
 
-import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import UNSIGNED
@@ -34,9 +31,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from ..engine.concurrency import Concurrency
-from ..engine.retry import RETRY_TIME, Retry, RetryListener
-from ..errors import SetupError, SourceError, SyncError, Transient
+from ..errors import Resend, SetupError, SourceError, SyncError, Transient
 from .addressing import Addresses
 from .bulk import THREADS as BULK_THREADS
 from .bulk import BulkReader
@@ -54,42 +49,22 @@ from .small import SmallReader
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
-RESENDS = 4  # a GET sent again for a region or for credentials, at most; not tries
 
 
 class S3Source:
-    """Reads objects and listings; use as `async with S3Source(...) as source`.
+    """Reads objects and listings, one attempt per call (the engine's pacer decides
+    on more, and on how many at once); use as `async with S3Source(...) as source`.
+    `connections` is the most requests that may be in flight at once."""
 
-    `concurrency.slots` is the run's one limit on requests in flight, and what it
-    learns from; `retry` is the run's one retry policy, for callers to wrap attempts in.
-    """
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        jobs: int,
-        listener: RetryListener | None = None,
-        retry_seconds: float | None = None,
-        timeout: float = READ_TIMEOUT,
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, connections: int, timeout: float = READ_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.concurrency = Concurrency(jobs)
-        self.retry = Retry(
-            self.concurrency, listener, RETRY_TIME if retry_seconds is None else retry_seconds
-        )
-        self._listener = listener
-        self._pending: dict[int, tuple[str, float]] = {}  # requests sent: where, since when
-        self._tokens = itertools.count()
-        self._last_answer = time.monotonic()
+        self.connections = connections
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> "S3Source":
         try:
             await self._open()
-            watchers = await self._stack.enter_async_context(anyio.create_task_group())
-            watchers.start_soon(self._watch)
-            self._stack.callback(watchers.cancel_scope.cancel)
         except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
             await self._stack.aclose()
             raise SetupError(f"AWS configuration: {one_line(exc)}") from None
@@ -112,7 +87,7 @@ class S3Source:
                 credentials = await session.get_credentials()
                 found = credentials is not None
                 unsigned = not found
-        connections = self.concurrency.ceiling + 4
+        connections = self.connections + 4
         config = AioConfig(
             http_session_cls=VerifyingSession,
             signature_version=UNSIGNED if unsigned else "s3v4",
@@ -129,51 +104,14 @@ class S3Source:
             SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, self.timeout)
         )
         self._bulk = BulkReader(
-            min(BULK_THREADS, self.concurrency.ceiling), self.timeout, trust, self._translator
+            min(BULK_THREADS, self.connections), self.timeout, trust, self._translator
         )
         self._stack.callback(self._bulk.close)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
-    # -- never silent ------------------------------------------------------------------
-
-    @contextmanager
-    def _sent(self, where: str) -> Iterator[None]:
-        """A request on its way: what the run waits for, until it is answered."""
-        token = next(self._tokens)
-        self._pending[token] = (where, time.monotonic())
-        try:
-            yield
-        finally:
-            del self._pending[token]
-            self._last_answer = time.monotonic()
-
-    async def _watch(self) -> None:
-        """While requests are out and none has been answered for a read timeout (30 s
-        at most), say so, once per such stretch; retry lines say the rest."""
-        interval = min(self.timeout, 30.0)
-        said = 0.0
-        while True:
-            await anyio.sleep(interval / 4)
-            now = time.monotonic()
-            quiet_for = now - max(self._last_answer, said)
-            if self._pending and quiet_for >= interval and self._listener is not None:
-                where, since = min(self._pending.values(), key=lambda item: item[1])
-                self._listener.waiting(
-                    f"no answer for {now - self._last_answer:.0f} s: waiting for "
-                    f"{len(self._pending)} requests, the oldest {where} ({now - since:.0f} s)"
-                )
-                said = now
-
     # -- object GETs -------------------------------------------------------------------
-
-    async def get_bytes(self, location: Location, name: str, limit: int) -> bytes:
-        """A whole small object for planning (server_config, a mapping, a context
-        pickle), retried by the run's policy."""
-        return await self.retry.run(
-            lambda: self.read(location, name, limit=limit), location.url(name)
-        )
 
     async def read(
         self, location: Location, name: str, *, size: int | None = None, limit: int | None = None
@@ -181,12 +119,7 @@ class S3Source:
         """One GET of a whole object into memory: it must be `size` bytes if given, and
         one bigger than `limit` is refused unread, so a hostile bucket cannot fill
         memory with a "mapping"."""
-        async with self.concurrency.slots:
-            data = await self._send(
-                location, name, None, lambda r: self._small.read(r, size, limit)
-            )
-            self.concurrency.done(len(data))
-        return data
+        return await self._send(location, name, None, lambda r: self._small.read(r, size, limit))
 
     async def copy_into(
         self,
@@ -202,14 +135,13 @@ class S3Source:
         """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
         `offset`, fed to `digest` and left in `into` on the way, by a worker thread
         (see `bulk`)."""
-        async with self.concurrency.slots, self._bulk.worker():
+        async with self._bulk.worker():
             await self._send(
                 location,
                 name,
                 byte_range,
                 lambda r: self._bulk.copy(r, fd, offset, length, digest, into),
             )
-            self.concurrency.done(length)
 
     async def _send(
         self,
@@ -218,70 +150,58 @@ class S3Source:
         byte_range: tuple[int, int] | None,
         send: Callable[[Request], Awaitable[T]],
     ) -> T:
-        """Sign and send now; resend after a region redirect (to the region S3 names,
-        unless it is the one the request was signed for) or expired credentials (with
-        fresh ones; if there are none, nothing else will work either)."""
+        """Sign and send now. After a region redirect (to a region other than the one
+        the request was signed for) the region is learned, and after expired
+        credentials fresh ones are had (if there are none, nothing else will work
+        either): either way the request is to be resent at once (`Resend`)."""
         bucket, key = location.bucket, location.key(name)
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
-        for _ in range(RESENDS):
-            addressed = await self._addresses.address(bucket, key)
-            request = Request(addressed.url, headers, addressed.proxy, location.url(name))
-            try:
-                with self._sent(request.where):
-                    return await send(request)
-            except WrongRegion as exc:
-                if exc.region == addressed.region:
-                    raise SourceError(str(exc)) from None
-                self._addresses.learn(bucket, exc.region)
-            except ExpiredCredentials as exc:
-                if not await self._addresses.renew(addressed.credentials):
-                    raise SetupError(str(exc)) from None
-        raise SourceError(f"{location.url(name)}: S3 kept turning the request away")
+        addressed = await self._addresses.address(bucket, key)
+        request = Request(addressed.url, headers, addressed.proxy, location.url(name))
+        try:
+            return await send(request)
+        except WrongRegion as exc:
+            if exc.region == addressed.region:
+                raise SourceError(str(exc)) from None
+            self._addresses.learn(bucket, exc.region)
+            raise Resend(str(exc)) from None
+        except ExpiredCredentials as exc:
+            if not await self._addresses.renew(addressed.credentials):
+                raise SetupError(str(exc)) from None
+            raise Resend(str(exc)) from None
 
     # -- botocore requests -------------------------------------------------------------
 
     async def size(self, location: Location, name: str) -> int:
         """An object's size, from a HEAD."""
         key = location.key(name)
-
-        async def head() -> int:
-            async with self.concurrency.slots:
-                client = await self._addresses.client(location.bucket)
-                response = await self._botocore(
-                    client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
-                )
-                self.concurrency.done(0)
-            return int(response["ContentLength"])
-
-        return await self.retry.run(head, location.url(name))
+        client = await self._addresses.client(location.bucket)
+        response = await self._botocore(
+            client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
+        )
+        return int(response["ContentLength"])
 
     async def list_names(self, location: Location) -> list[str]:
         """Names of the objects directly under `location` (not in deeper "folders")."""
         prefix = location.key("")
-
-        async def listing() -> list[str]:
-            names = []
-            client = await self._addresses.client(location.bucket)
-            pages = aiter(
-                client.get_paginator("list_objects_v2").paginate(
-                    Bucket=location.bucket, Prefix=prefix, Delimiter="/"
-                )
+        names = []
+        client = await self._addresses.client(location.bucket)
+        pages = aiter(
+            client.get_paginator("list_objects_v2").paginate(
+                Bucket=location.bucket, Prefix=prefix, Delimiter="/"
             )
-            async with self.concurrency.slots:
-                while True:
-                    page = await self._botocore(anext(pages, None), location.bucket, prefix)
-                    if page is None:
-                        return names
-                    names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
-
-        return await self.retry.run(listing, location.url(""))
+        )
+        while True:
+            page = await self._botocore(anext(pages, None), location.bucket, prefix)
+            if page is None:
+                return names
+            names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
 
     async def _botocore(self, call: Awaitable[T], bucket: str, key: str) -> T:
         """One botocore request (which follows region redirects itself), its failure
         translated as the GET paths translate theirs."""
         try:
-            with self._sent(f"s3://{bucket}/{key}"):
-                return await call
+            return await call
         except (ClientError, BotoCoreError) as exc:
             raise self._explain(exc, bucket, key) from None
 

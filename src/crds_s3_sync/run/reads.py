@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache.mapping_index import MappingIndex
+from ..engine.paced import Paced
 from ..errors import FormatError, NotFound, SourceError, SyncError
 from ..network.location import Location
-from ..network.source import S3Source
 from ..rules.layout import Kind, relative_path
 from ..rules.mapping import Mapping
 from ..rules.plans import SERVER_CONFIG
@@ -26,10 +26,10 @@ from .settings import Settings
 LIMITS = {Kind.config: 64 << 20, Kind.mapping: 16 << 20, Kind.pickle: 256 << 20}
 
 
-async def load_server_config(source: S3Source, settings: Settings) -> tuple[bytes, ServerConfig]:
+async def load_server_config(source: Paced, settings: Settings) -> tuple[bytes, ServerConfig]:
     where = f"{settings.config.key(SERVER_CONFIG)}"
     try:
-        data = await source.get_bytes(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
+        data = await source.read(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
     except NotFound:
         raise SyncError(
             f"s3://{settings.config.bucket}/{where}: no server_config there "
@@ -49,7 +49,7 @@ async def load_server_config(source: S3Source, settings: Settings) -> tuple[byte
 
 
 async def choose_contexts(
-    source: S3Source, settings: Settings, selection: Selection, server_config: ServerConfig
+    source: Paced, settings: Settings, selection: Selection, server_config: ServerConfig
 ) -> tuple[list[str], bool]:
     """The contexts to sync, and whether to walk them from pickles: when asked to, or
     when the bucket has pickles where mappings should be (HST's buckets). Costs no
@@ -72,7 +72,7 @@ async def choose_contexts(
     return contexts, pickles
 
 
-async def _exists(source: S3Source, location: Location, name: str) -> bool:
+async def _exists(source: Paced, location: Location, name: str) -> bool:
     """Whether an object is there; S3 answers 403, not 404, to a reader who may not list."""
     try:
         await source.size(location, name)
@@ -83,12 +83,12 @@ async def _exists(source: S3Source, location: Location, name: str) -> bool:
 
 @dataclass
 class PickleFetcher:
-    source: S3Source
+    source: Paced
     settings: Settings
 
     async def __call__(self, context: str) -> bytes:
         try:
-            return await self.source.get_bytes(
+            return await self.source.read(
                 self.settings.pickles, f"{context}.pkl", LIMITS[Kind.pickle]
             )
         except NotFound:
@@ -102,7 +102,7 @@ class MappingFetcher:
     cache when already there and valid, else fetched from S3. A cached copy that
     fails its check is named in `bad`, for the run to replace or remove."""
 
-    source: S3Source
+    source: Paced
     settings: Settings
     server_config: ServerConfig
     contexts: list[str]
@@ -144,7 +144,7 @@ class MappingFetcher:
                     return data
                 self.bad.add(name)
         try:
-            data = await self.source.get_bytes(self.settings.mappings, name, LIMITS[Kind.mapping])
+            data = await self.source.read(self.settings.mappings, name, LIMITS[Kind.mapping])
         except NotFound:
             what = "context" if name in self.contexts else "mapping"
             raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None

@@ -17,6 +17,8 @@ from ..cache.crds_config import check_cache_layout, crds_environment, write_cach
 from ..cache.mapping_index import MappingIndex
 from ..cache.verified import VerifiedIndex
 from ..engine.ledger import Ledger, Report
+from ..engine.paced import Paced
+from ..engine.pacer import Pacer
 from ..engine.transfer import Transfer, TransferOptions
 from ..errors import SyncError
 from ..network.source import S3Source
@@ -74,24 +76,24 @@ async def run_stages(
     settings: Settings, options: SyncOptions, ledger: Ledger, helpers: "Helpers | None" = None
 ) -> SyncResult:
     start = time.monotonic()
-    jobs = options.transfer.jobs
-    async with S3Source(
-        settings.endpoint, jobs, ledger, options.transfer.retry_time, options.transfer.timeout
-    ) as source:
+    jobs, how = options.transfer.jobs, options.transfer
+    async with (
+        S3Source(settings.endpoint, jobs, how.timeout) as source,
+        Pacer(jobs, ledger, how.retry_time, how.timeout) as pacer,
+    ):
+        paced = Paced(source, pacer)
         ledger.note(f"reading {settings.config.url(SERVER_CONFIG)}")
-        config_bytes, server_config = await load_server_config(source, settings)
-        contexts, pickles = await choose_contexts(
-            source, settings, options.selection, server_config
-        )
+        config_bytes, server_config = await load_server_config(paced, settings)
+        contexts, pickles = await choose_contexts(paced, settings, options.selection, server_config)
         what = "context pickles" if pickles else "mappings"
         ledger.note(f"reading the {what} of {counted(contexts, 'context')}")
         verified = VerifiedIndex.load(settings.cache, settings.observatory)
         if pickles:
-            fetch_pickle = PickleFetcher(source, settings)
+            fetch_pickle = PickleFetcher(paced, settings)
             walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
         else:
             index = MappingIndex.load(settings.cache, settings.observatory)
-            fetcher = MappingFetcher(source, settings, server_config, contexts, index)
+            fetcher = MappingFetcher(paced, settings, server_config, contexts, index)
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
             for name in fetcher.bad:  # found corrupt: re-hashed (and replaced) below
@@ -122,7 +124,7 @@ async def run_stages(
         if fetch is not None:
             prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
             transfer = Transfer(
-                source, settings.cache, ledger, options.transfer, prefetched, helpers=helpers
+                source, pacer, settings.cache, options.transfer, prefetched, helpers=helpers
             )
             await fetch_files(transfer, fetch, settings, verified)
             try:
