@@ -16,62 +16,18 @@ cache one call at a time (its work files are told apart from other runs' by
 process); for several at once, use processes.
 """
 
-import os
 import signal
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TypedDict, TypeVar, Unpack
+from typing import Unpack
 
 import anyio
 
-from .engine.cores import Helpers, default_processes
+from .engine.cores import Helpers
 from .engine.ledger import Ledger, Listener
-from .engine.platforms import EVENT_LOOP, check_platform, fit_open_files
-from .engine.transfer import TransferOptions
+from .engine.platforms import EVENT_LOOP
 from .errors import SyncError
 from .pool import task_group
-from .rules.layout import Kind, Layout
-from .rules.walker import Selection
-from .run.settings import Env, Settings, resolve_settings
-from .run.stages import Action, SyncOptions, SyncResult, run_stages
-
-E = TypeVar("E", Env, Layout, Kind)
-
-
-class Options(TypedDict, total=False):
-    """The command's options, by their Python names; all optional."""
-
-    # which contexts (at most one of these; default: CRDS_CONTEXT, else the operational one)
-    contexts: Sequence[str]
-    last: int
-    all: bool
-    # where from
-    observatory: str
-    env: str  # ops, test or int
-    bucket: str
-    prefix: str
-    endpoint_url: str
-    no_sign_request: bool
-    pickles: bool
-    # where to
-    cache: str | os.PathLike[str]
-    layout: str  # flat or instrument
-    mappings_only: bool
-    shard: tuple[int, int]  # (K, N): the K-th of N shards
-    purge: Sequence[str]  # after sync or repair, remove unneeded "mapping"s, "reference"s
-    organize: str  # first move the cache's references into this layout (flat or instrument)
-    # how
-    dry_run: bool
-    verify: bool
-    jobs: int
-    processes: int
-    part_size: int
-    multipart_threshold: int
-    retry_time: float
-    timeout: float
-    no_fsync: bool  # for throwaway caches: a crash may leave garbage under a final name
-
+from .run.options import Options, Run, prepare
+from .run.stages import Action, SyncResult, run_stages
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
@@ -93,85 +49,6 @@ class FilesFailed(SyncError):
         shown = "; ".join(f"{f['name']}: {f['error']}" for f in self.failed[:3])
         more = f"; and {len(self.failed) - 3} more" if len(self.failed) > 3 else ""
         super().__init__(f"{len(self.failed)} files failed: {shown}{more}")
-
-
-@dataclass(frozen=True)
-class Run:
-    """Everything one run needs, resolved from options, environment and presets."""
-
-    settings: Settings
-    options: SyncOptions
-    processes: int
-    notes: tuple[str, ...] = ()  # said to a person before the run, if anyone listens
-
-
-def prepare(action: Action, options: Options) -> Run:
-    """Check and resolve `options`; a mistake raises SyncError, naming the option."""
-    unknown = set(options) - set(Options.__annotations__)
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    check_platform()
-    chosen = [name for name in ("contexts", "last", "all") if options.get(name)]
-    if len(chosen) > 1:
-        raise SyncError(f"give at most one of contexts, last and all (got {', '.join(chosen)})")
-    # A path or an s3:// URL names a context by its file name, as crds reads it.
-    names = tuple(_file_name(name) for name in options.get("contexts") or ())
-    if not chosen and os.environ.get("CRDS_CONTEXT"):
-        names = (os.environ["CRDS_CONTEXT"],)
-    for name in ("jobs", "processes", "part_size", "multipart_threshold", "last"):
-        value = options.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise SyncError(f"{name}={value!r}: must be a whole number of at least 1")
-    shard = options.get("shard")
-    if shard is not None and not (len(shard) == 2 and 1 <= shard[0] <= shard[1]):
-        raise SyncError(f"shard={shard!r}: expected (K, N) with 1 <= K <= N")
-    jobs, note = fit_open_files(options.get("jobs", TransferOptions.jobs))
-    defaults = TransferOptions()
-    part_size, threshold = options.get("part_size"), options.get("multipart_threshold")
-    layout = _choice(Layout, "layout", options.get("layout"))
-    organize = _choice(Layout, "organize", options.get("organize"))
-    if organize and layout and organize is not layout:
-        raise SyncError(f"organize={organize.value!r} and layout={layout.value!r} disagree")
-    settings = resolve_settings(
-        observatory=options.get("observatory"),
-        env=_choice(Env, "env", options.get("env")),
-        bucket=options.get("bucket"),
-        prefix=options.get("prefix"),
-        endpoint_url=options.get("endpoint_url"),
-        no_sign_request=options.get("no_sign_request", False),
-        cache=_path(options.get("cache")),
-        layout=organize or layout,
-        pickles=options.get("pickles", False),
-        contexts=names,
-    )
-    timeout = options.get("timeout", defaults.timeout)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise SyncError(f"timeout={timeout!r}: must be a number of seconds above 0")
-    transfer = TransferOptions(
-        jobs=jobs,
-        part_size=part_size or defaults.part_size,
-        threshold=threshold or defaults.threshold,
-        verify=options.get("verify", False),
-        retry_time=options.get("retry_time", defaults.retry_time),
-        timeout=timeout,
-        durable=not options.get("no_fsync", False),
-        split_named=part_size is not None or threshold is not None,
-    )
-    purge = tuple(_choice(Kind, "purge", kind) for kind in options.get("purge") or ())
-    if Kind.config in purge:
-        raise SyncError("purge='config': only mappings, references and pickles are purged")
-    sync_options = SyncOptions(
-        Selection(all=options.get("all", False), last=options.get("last"), names=names),
-        transfer,
-        dry_run=options.get("dry_run", False),
-        mappings_only=options.get("mappings_only", False),
-        action=action,
-        shard=shard,
-        purge=purge,
-        organize=organize is not None,
-    )
-    processes = options.get("processes") or default_processes()
-    return Run(settings, sync_options, processes, (note,) if note else ())
 
 
 def execute(run: Run, ledger: Ledger | None = None) -> SyncResult:
@@ -237,26 +114,6 @@ def fetched(result: SyncResult) -> SyncResult:
     if result.report.failed:
         raise FilesFailed(result)
     return result
-
-
-def _choice(kind: type[E], name: str, value: str | None) -> E | None:
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        known = ", ".join(member.value for member in kind)
-        raise SyncError(f"{name}={value!r}: expected one of {known}") from None
-
-
-def _file_name(context: str) -> str:
-    """`roman_0007.pmap` from `/some/dir/roman_0007.pmap` or `s3://b/p/roman_0007.pmap`."""
-    tail = context.rstrip("/").rsplit("/", 1)[-1]
-    return tail if tail.endswith((".pmap", ".imap", ".rmap")) else context
-
-
-def _path(value: str | os.PathLike[str] | None) -> Path | None:
-    return None if value is None else Path(value)
 
 
 # -- the functions ---------------------------------------------------------------------

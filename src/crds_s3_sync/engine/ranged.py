@@ -32,6 +32,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..cache.audit import check_received
+from ..cache.durable import start_write_back
 from ..cache.partial import PartialFile
 from ..errors import Mismatch
 from ..network.s3errors import one_line
@@ -164,6 +165,9 @@ class RangedFile:
                         view = memoryview(buffer)[: partial.part_length(index)]
                         await self.off_loop(digest.update, view)
                         self.buffers.give(owned.pop(index))
+                    if self.durable:  # to the disk now, not all at the end
+                        start = index * partial.part_size
+                        start_write_back(partial.fd, start, partial.part_length(index))
                     pace.slots.release()
         finally:
             for _ in owned:
