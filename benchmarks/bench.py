@@ -45,9 +45,9 @@ from pathlib import Path
 import anyio
 
 from crds_s3_sync.demo import encode_metadata
-from crds_s3_sync.engine.transfer import TransferOptions
-from crds_s3_sync.rules.server_config import parse_server_config
-from crds_s3_sync.rules.walker import context_serial, walk
+from crds_s3_sync.server_config import parse_server_config
+from crds_s3_sync.transfer import TransferOptions
+from crds_s3_sync.walker import context_serial, walk
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "tests" / "data"
@@ -575,8 +575,8 @@ def ours(case: Case, job: Job, pinned: int | None = None, *extra: str) -> Run:
 
 # The CLI with the window starting at its ceiling, so --jobs N holds N in flight.
 PINNED_MAIN = (
-    "import sys, crds_s3_sync.engine.concurrency as c; c.START = 1 << 20; "
-    "from crds_s3_sync.cli.app import main; sys.argv[0] = 'crds-s3-sync'; main()"
+    "import sys, crds_s3_sync.concurrency as c; c.START = 1 << 20; "
+    "from crds_s3_sync.cli import main; sys.argv[0] = 'crds-s3-sync'; main()"
 )
 PINNED = (32, 64, 128, 256)
 
