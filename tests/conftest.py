@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -165,6 +166,24 @@ def interruptible() -> None:
 _PROGRESS = re.compile(
     r"(reading |planned |retrying \(|no answer for |\d+/\d+ files, |[\d,]+ files? to fetch )"
 )
+
+
+def read_until(stream, text: str, timeout: float = 60) -> list[str]:
+    """Lines from `stream` (a child's pipe) up to the first that holds `text`: a test
+    waits for the event it needs, never for a guessed time. Fails after `timeout`."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"no line with {text!r} within {timeout} s: {lines}"
+    return lines
 
 
 def final_lines(stderr: str) -> list[str]:

@@ -6,11 +6,10 @@ import os
 import pprint
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Bucket, files_under, mappings_of, overwrite_unseen
+from conftest import Bucket, files_under, mappings_of, overwrite_unseen, read_until
 
 from crds_s3_sync.engine.transfer import IN_MEMORY
 
@@ -264,11 +263,10 @@ def test_a_held_lock_waits_and_a_dead_holders_lock_does_not(make_bucket, file_sy
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        sync = subprocess.Popen(command(bucket, cache, "--all", "-q"))
-        time.sleep(3)
-        # Everything else is done, but the locked file waits for its holder.
-        assert sync.poll() is None
-        assert not target.exists()
+        sync = subprocess.Popen(command(bucket, cache, "--all"), stderr=subprocess.PIPE, text=True)
+        said = read_until(sync.stderr, "another process is fetching it; waiting for it")
+        assert said[-1].startswith(f"{target}: ")  # never silent about what it waits for
+        assert sync.poll() is None and not target.exists()  # the locked file waits
         holder.kill()  # dies holding the lock: the kernel drops it
         holder.wait()
         assert sync.wait(timeout=60) == 0

@@ -93,7 +93,7 @@ def test_an_internal_error_says_where_its_traceback_is(cli, tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("crds_s3_sync.api.resolve_settings", broken)
+    monkeypatch.setattr("crds_s3_sync.run.options.resolve_settings", broken)
     result = cli("--cache", tmp_path / "cache", "--dry-run")
     assert result.exit_code == 3
     (line,) = final_lines(result.stderr)

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Bucket, files_under
+from conftest import Bucket, files_under, read_until
 
 from crds_s3_sync.engine.transfer import IN_MEMORY
 
@@ -223,7 +222,7 @@ def test_a_cache_shared_by_a_group_works_for_each_member(
             text=True,
             **as_user(BOB, 0o002),
         )
-        time.sleep(3)
+        read_until(bob.stderr, "another process is fetching it; waiting for it")
         assert bob.poll() is None and not dark.exists()  # Bob waits for Alice's lock,
         alice.send_signal(signal.SIGKILL)  # which a lock file he may not write outlives
         alice.wait()

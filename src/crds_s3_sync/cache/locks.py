@@ -51,7 +51,7 @@ class Locks:
         write (then a shared lock still keeps every exclusive holder out, but another
         process may share it)."""
         path = lock_path(final)
-        taken = await self._take(path) if not self.lock_free else None
+        taken = await self._take(path, final) if not self.lock_free else None
         try:
             yield taken is not None and taken[1]
         finally:
@@ -61,10 +61,10 @@ class Locks:
                     path.unlink(missing_ok=True)  # ours: nobody can take it now
                 os.close(fd)  # closing drops the lock
 
-    async def _take(self, path: Path) -> tuple[int, bool] | None:
+    async def _take(self, path: Path, final: Path) -> tuple[int, bool] | None:
         import fcntl  # POSIX only; `platforms.check_platform` refused the rest
 
-        delay = POLL[0]
+        delay, said = POLL[0], False
         while True:
             try:
                 fd, mode = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), fcntl.LOCK_EX
@@ -82,6 +82,9 @@ class Locks:
                     return None
                 if exc.errno not in BUSY:
                     raise
+                if not said:  # never silent: a run waiting on another says for what
+                    said = True
+                    self._say(f"{final}: another process is fetching it; waiting for it")
                 await anyio.sleep(delay)
                 delay = min(POLL[1], delay * 2)
                 continue
