@@ -14,14 +14,20 @@ not kept: two runs writing one `.NAME.part` could each overwrite the other's
 parts after hashing their own.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .durable import atomic_write, settle
 from .workfiles import temporary_name
+
+# Seconds between saves of the record while parts arrive: saving after every part
+# (256 times for 2 GiB) cost seconds of renames; a killed run loses at most this much.
+RECORD_EVERY = 1.0
 
 
 @dataclass
@@ -35,6 +41,7 @@ class PartialFile:
     temp: Path
     private: bool = False  # another process may fetch it too: not kept, not resumed
     _buffer: bytearray | None = None
+    _saved: float = 0.0  # when the record was last due
 
     @property
     def record(self) -> Path:
@@ -69,10 +76,18 @@ class PartialFile:
     def part_length(self, index: int) -> int:
         return min(self.part_size, self.size - index * self.part_size)
 
-    def mark_done(self, index: int) -> None:
+    def mark_done(self, index: int) -> bool:
+        """Part `index` is written; returns whether the record is due to be saved."""
         self.done.add(index)
-        if self.private:
-            return
+        now = time.monotonic()
+        if self.private or now - self._saved < RECORD_EVERY:
+            return False
+        self._saved = now
+        return True
+
+    def save(self) -> None:
+        """Record the parts done so far (not flushed: the whole file is hashed before it
+        is used). Blocking: call it off the event loop."""
         record = {
             "size": self.size,
             "sha1": self.sha1,
@@ -119,6 +134,8 @@ class PartialFile:
             self.discard()
         else:
             os.close(self.fd)
+            with contextlib.suppress(OSError):  # keeping the record is a favour, not a duty
+                self.save()
 
 
 def discard_parts(final: Path) -> None:

@@ -136,7 +136,8 @@ class RangedFile:
                     )
 
             await self.pacer.retry(where, attempt)
-            partial.mark_done(index)
+            if partial.mark_done(index):
+                await self.off_loop(partial.save)
             self.pacer.ledger.record(Received(spec, length))
             if not self.forced:
                 pace.done(length)
