@@ -1,6 +1,7 @@
 """The Python API: the functions the command is built on, called as a test suite
 or a pipeline would, against the same moto server."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -41,6 +42,31 @@ def test_sync_fills_the_cache_and_says_how_crds_finds_it(make_bucket, tmp_path) 
 
     again = crds_s3_sync.sync(**where(bucket), cache=cache, contexts=["roman_0007.pmap"])
     assert again.report.downloaded == 0 and again.report.skipped == len(again.plan)
+
+
+def test_on_event_sees_the_events_the_counts_come_from(make_bucket, tmp_path) -> None:
+    """A notebook's own progress: the same events the command's views read."""
+    bucket = make_bucket("roman")
+    seen: list[crds_s3_sync.events.Event] = []
+    options = {**where(bucket), "cache": tmp_path / "cache", "contexts": ["roman_0007.pmap"]}
+    result = crds_s3_sync.sync(**options, on_event=seen.append)
+    planned = [e for e in seen if isinstance(e, crds_s3_sync.events.Planned)]
+    finished = [e for e in seen if isinstance(e, crds_s3_sync.events.Finished)]
+    assert [p.files for p in planned] == [len(result.plan)]
+    assert sorted(e.spec.name for e in finished) == sorted(s.name for s in result.plan)
+    assert {e.outcome for e in finished} == {"downloaded"}
+    received = sum(e.bytes for e in seen if isinstance(e, crds_s3_sync.events.Received))
+    assert received == result.report.downloaded_bytes == sum(s.size for s in result.plan)
+    assert any(isinstance(e, crds_s3_sync.events.Note) for e in seen)
+
+    async def again() -> list[crds_s3_sync.events.Event]:
+        more: list[crds_s3_sync.events.Event] = []
+        await aio.sync(**options, on_event=more.append)
+        return more
+
+    more = asyncio.run(again())
+    outcomes = [e.outcome for e in more if isinstance(e, crds_s3_sync.events.Finished)]
+    assert outcomes == ["skipped"] * len(result.plan)
 
 
 def test_plan_check_repair_and_purge(make_bucket, tmp_path) -> None:

@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 from . import aio
 from .api import FilesFailed, Options, cache_key, check, plan, purge, repair, sync
+from .engine import ledger as events
 from .errors import SyncError
 from .run.stages import SyncResult
 
@@ -44,6 +45,7 @@ __all__ = [
     "aio",
     "cache_key",
     "check",
+    "events",
     "plan",
     "purge",
     "repair",

@@ -33,6 +33,7 @@ from ..engine.ledger import (
     Note,
     Planned,
     Received,
+    Resent,
     Retrying,
     Waiting,
 )
@@ -172,6 +173,8 @@ class JsonLines(View):
                 self.emit("waiting", message=message)
             case Retrying(where, error, tries, seconds):
                 self.emit("retry", where=where, error=error, tries=tries, seconds=round(seconds, 3))
+            case Resent(where, reason):
+                self.emit("resend", where=where, reason=reason)
             case Finished(spec, outcome, _, error):
                 extra = {"error": error} if error else {}
                 self.emit(outcome, name=spec.name, path=str(spec.path), size=spec.size, **extra)
