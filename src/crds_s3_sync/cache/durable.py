@@ -79,6 +79,15 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def write_at(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """`os.pwrite` until every byte is written at `offset`."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        offset += written
+        view = view[written:]
+
+
 def settle(fd: int, temp: str | Path, final: Path, durable: bool) -> None:
     """One big file: its bytes flushed, then renamed, then its directory flushed.
     Closes `fd`. Blocking: call it on a worker thread."""

@@ -1,25 +1,27 @@
 """A large file as ranged GETs, hashed in order from memory as the parts land.
 
-Each part is received into a buffer and written at its offset as it streams;
-a hashing cursor then feeds the parts, in order, from those buffers to SHA-1
-on another thread, so the digest is known when the last part arrives and no
-byte is read back from the disk (reading 2 GiB back cost as much as receiving
-it). Buffers come from one pool (`Buffers`) shared by the large files in
-flight: that pool, not the file's size, bounds memory. Parts bigger than
-HELD_AT_MOST (an explicit --part-size can ask for any size) are read back
+Each part arrives whole in memory (obstore hands over its bytes) and is written
+at its offset on a worker thread; a hashing cursor then feeds the parts, in
+order, to SHA-1 on another thread, so the digest is known when the last part
+arrives and no byte is read back from the disk (reading 2 GiB back cost as much
+as receiving it), and each part is handed to the disk's write-back once hashed,
+so the flush before the rename finds little left. Every part in memory holds its
+size in the transfer's one window of bytes held (`held`): that window, not the
+file's size, bounds memory. Parts bigger than HELD_AT_MOST (an explicit
+--part-size can ask for any size) are written chunk by chunk and read back
 instead.
 
-How many parts are in flight is found per file by the same hill climb as the
-run's requests (`window`): it starts at two (one arriving while the one
-before is hashed) and grows while the file's throughput does, so a fast link
-fetches a big file as a pipelined stream and a far one as many parts at once.
-An explicit part size or threshold (`forced`) keeps the old fixed fan-out.
+How many parts are in flight is found per file by the pacer, with the same hill
+climb as the run's requests (`window`): it starts at two (one arriving while
+the one before is hashed) and grows while the file's throughput does, so a fast
+link fetches a big file as a pipelined stream and a far one as many parts at
+once. An explicit part size or threshold (`forced`) keeps a fixed fan-out.
 
 Completed parts are recorded beside the temporary file (`partial`), so a killed
 run resumes where it stopped, with the part size it started with; those parts
-are read back for hashing, being nowhere else. Each part is one attempt of the
-source's retry policy; a file whose parts all arrived but whose SHA-1 does not
-match is fetched once more, from nothing.
+are read back for hashing, being nowhere else. Each part is one request of the
+pacer; a file whose parts all arrived but whose SHA-1 does not match is fetched
+once more, from nothing.
 """
 
 import hashlib
@@ -32,7 +34,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..cache.audit import check_received
-from ..cache.durable import start_write_back
+from ..cache.durable import start_write_back, write_at
 from ..cache.partial import PartialFile
 from ..errors import Mismatch
 from ..network.s3errors import one_line
@@ -41,36 +43,9 @@ from ..pool import task_group
 from ..rules.plans import FileSpec
 from .ledger import Received, Restarted, Started
 from .pacer import Pacer
+from .window import Window
 
 HELD_AT_MOST = 32 << 20  # bytes of one part kept in memory for hashing
-
-
-class Buffers:
-    """Part buffers for all large files in flight: at most `budget` bytes of them.
-
-    Parts take buffers in order within a file and give them back once hashed, so
-    the lowest unhashed part of every file always holds one: no file can starve
-    another into a deadlock."""
-
-    def __init__(self, budget: int, part_size: int) -> None:
-        self._tokens = anyio.Semaphore(max(2, budget // part_size))
-        self._free: list[bytearray] = []
-
-    async def take(self, size: int) -> bytearray:
-        await self._tokens.acquire()
-        for i, buffer in enumerate(self._free):
-            if len(buffer) >= size:
-                return self._free.pop(i)
-        return bytearray(size)  # a fresh one faults its pages in once, then is reused
-
-    def give(self, buffer: bytearray) -> None:
-        self._free.append(buffer)
-        self._tokens.release()
-
-    def forget(self) -> None:
-        """A buffer is not coming back (its part failed, and an abandoned thread may
-        still write into it): free its share of the budget, never the buffer."""
-        self._tokens.release()
 
 
 @dataclass(frozen=True)
@@ -78,7 +53,7 @@ class RangedFile:
     source: S3Source
     pacer: Pacer
     off_loop: Callable[..., Awaitable[Any]]  # run a blocking call on the transfer's threads
-    buffers: Buffers
+    held: Window  # bytes of bodies held in memory, all files together
     part_size: int  # for a fresh start; a resumed file keeps its own
     parts_in_flight: int  # the most parts in flight or waiting for the cursor
     forced: bool = False  # the user named the split: always `parts_in_flight` at once
@@ -119,23 +94,33 @@ class RangedFile:
         start = self.parts_in_flight if self.forced else 2
         pace = self.pacer.parts(self.parts_in_flight, start)
         digest = hashlib.sha1()
-        # part -> its buffer, from the pool until hashed: parts done by an earlier run,
-        # or too big to hold, have none
-        owned: dict[int, bytearray] = {}
+        # part -> its bytes, held until hashed: parts done by an earlier run, or too big
+        # to hold, have none
+        held: dict[int, memoryview] = {}
 
-        async def fetch(index: int, buffer: bytearray | None) -> None:
+        async def fetch(index: int) -> None:
             start, length = index * partial.part_size, partial.part_length(index)
-            byte_range = (start, start + length - 1)
-            into = None if buffer is None else memoryview(buffer)[:length]
-            where = f"{spec.source}/{spec.name} bytes {start}-{byte_range[1]}"
+            end, total = start + length, partial.size
+            where = f"{spec.source}/{spec.name} bytes {start}-{end - 1}"
 
-            async def attempt() -> None:
+            async def attempt() -> memoryview | None:
                 async with self.pacer.request(where, length):
-                    await self.source.copy_into(
-                        spec.source, spec.name, partial.fd, start, length, byte_range, into=into
-                    )
+                    if length > HELD_AT_MOST:
+                        await self.source.stream_range(
+                            spec.source,
+                            spec.name,
+                            start,
+                            end,
+                            total,
+                            lambda chunk, at: self.off_loop(write_at, partial.fd, chunk, at),
+                        )
+                        return None
+                    return await self.source.read_range(spec.source, spec.name, start, end, total)
 
-            await self.pacer.retry(where, attempt)
+            data = await self.pacer.retry(where, attempt)
+            if data is not None:
+                await self.off_loop(write_at, partial.fd, data, start)
+                held[index] = data
             if partial.mark_done(index):
                 await self.off_loop(partial.save)
             self.pacer.ledger.record(Received(spec, length))
@@ -148,29 +133,32 @@ class RangedFile:
                 await pace.slots.acquire()  # released by the cursor
                 if index in partial.done:
                     ready[index].set()
-                elif partial.part_size > HELD_AT_MOST:
-                    group.start_soon(fetch, index, None)
-                else:
-                    owned[index] = await self.buffers.take(partial.part_size)
-                    group.start_soon(fetch, index, owned[index])
+                    continue
+                length = partial.part_length(index)
+                if length <= HELD_AT_MOST:
+                    await self.held.acquire(length)  # released once hashed
+                    weights[index] = length
+                group.start_soon(fetch, index)
 
+        weights: dict[int, int] = {}  # parts holding bytes of the window `held`
         try:
             async with task_group() as group:
                 group.start_soon(schedule, group)
                 for index in range(count):  # the hashing cursor
                     await ready[index].wait()
-                    buffer = owned.get(index)
-                    if buffer is None:  # only the disk has it
+                    data = held.pop(index, None)
+                    if data is None:  # only the disk has it
                         await self.off_loop(partial.hash_part, index, digest)
                     else:
-                        view = memoryview(buffer)[: partial.part_length(index)]
-                        await self.off_loop(digest.update, view)
-                        self.buffers.give(owned.pop(index))
+                        await self.off_loop(digest.update, data)
+                        del data
+                    if index in weights:
+                        self.held.release(weights.pop(index))
                     if self.durable:  # to the disk now, not all at the end
                         start = index * partial.part_size
                         start_write_back(partial.fd, start, partial.part_length(index))
                     pace.slots.release()
         finally:
-            for _ in owned:
-                self.buffers.forget()
+            for weight in weights.values():
+                self.held.release(weight)
         return digest.hexdigest()

@@ -44,15 +44,14 @@ from ..rules.plans import FileSpec
 from .ledger import Finished, Received, Report, Restarted, Started
 from .paced import Paced
 from .pacer import RETRY_TIME, Pacer
-from .ranged import Buffers, RangedFile
+from .ranged import RangedFile
 from .window import Window
 
 MiB = 1 << 20
 IN_MEMORY = MiB  # files up to this size are read whole and written in one go
 INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
-PART_BUFFERS = 96 * MiB  # large files' parts held for hashing, all files together
-BODIES = 32 * MiB  # small files read whole and not yet written, all together
+HELD = 128 * MiB  # bytes of bodies in memory (whole files and parts), all files together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
@@ -107,10 +106,9 @@ class Transfer:
         # Few threads: they exist to hash and write big buffers on the second core;
         # dozens of them only fight over the GIL.
         self._threads = anyio.CapacityLimiter(THREADS)
-        self._buffers = Buffers(PART_BUFFERS, self.options.part_size)
-        # The window lets up to `jobs` small files be read at once: at 1 MiB each that
-        # alone could pass the memory the whole run should use.
-        self._bodies = Window(BODIES)
+        # Up to `jobs` files may be read at once: at 1 MiB each that alone could pass
+        # the memory the whole run should use; so every body in memory holds its size here.
+        self._held = Window(HELD)
         self._batches = Batches(self.cache, self.options.durable)
         plan = list(plan)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
@@ -179,7 +177,7 @@ class Transfer:
                     self.source,
                     self.pacer,
                     self._off_loop,
-                    self._buffers,
+                    self._held,
                     self.options.part_size,
                     self.options.parts_per_file,
                     self.options.split_named,
@@ -223,13 +221,13 @@ class Transfer:
         try:
             data = self.prefetched.get(spec.name)
             if data is None and size <= IN_MEMORY:
-                await self._bodies.acquire(size)
+                await self._held.acquire(size)
                 try:
                     async with self.pacer.request(f"{spec.source}/{spec.name}", size):
                         data = await self.source.read(spec.source, spec.name, size=size)
                     await self._write(spec, temp, data, size)
                 finally:
-                    self._bodies.release(size)
+                    self._held.release(size)
                 await self._batches.settle(temp, final)
             elif data is not None:
                 await self._write(spec, temp, data, size)
@@ -250,25 +248,37 @@ class Transfer:
             await self._off_loop(_write_verified, temp, data, spec, size)
 
     async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
-        digest = hashlib.sha1()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        """A file above IN_MEMORY and below the threshold: one GET, held in memory
+        while it is hashed and written, then flushed by itself."""
+        await self._held.acquire(size)
         try:
             async with self.pacer.request(f"{spec.source}/{spec.name}", size):
-                await self.source.copy_into(spec.source, spec.name, fd, 0, size, digest=digest)
+                data = await self.source.read(spec.source, spec.name, size=size)
             self.ledger.record(Received(spec, size))
-            check_received(spec, size, size, digest.hexdigest())
-        except BaseException:
-            os.close(fd)
-            raise
-        await self._off_loop(settle, fd, temp, final, self.options.durable)  # closes fd
+            durable = self.options.durable
+            await self._off_loop(_write_verified, temp, data, spec, size, final, durable)
+        finally:
+            self._held.release(size)
 
 
-def _write_verified(temp: str, data: bytes, spec: FileSpec, size: int) -> None:
-    """Verify and write under the temporary name; the rename comes once the file is
-    flushed (`durable`)."""
+def _write_verified(
+    temp: str,
+    data: bytes | memoryview,
+    spec: FileSpec,
+    size: int,
+    final: Path | None = None,
+    durable: bool = True,
+) -> None:
+    """Verify and write under the temporary name. The rename comes once the file is
+    flushed (`durable`): by the caller's batch, or here, by itself, given `final`."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         write_all(fd, data)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    if final is None:
+        os.close(fd)
+    else:
+        settle(fd, temp, final, durable)  # closes fd

@@ -1,8 +1,8 @@
 """How bytes reach S3: TLS trust and proxies, exactly as botocore resolved them.
 
-The tool's own GET paths (aiohttp for small bodies, `bulk`'s threads for big
-ones) must go where botocore's listing and HEADs go, or the first GET fails
-where the aws CLI works. So nothing here reads the environment itself: botocore
+The tool's object GETs (`bodies`, through obstore) must go where botocore's
+listing and HEADs go, or the first GET fails where the aws CLI works. So
+nothing here reads the environment itself: botocore
 has already decided the CA bundle (`AWS_CA_BUNDLE`, `ca_bundle` in the AWS
 config, `REQUESTS_CA_BUNDLE`, else its default), the client certificate and,
 per client endpoint, the proxies (`proxies` in the client config, else
@@ -10,14 +10,13 @@ per client endpoint, the proxies (`proxies` in the client config, else
 and this module reads those decisions off the client's own HTTP session (the
 only place that touches botocore's private attributes). Proxies are plain
 `http://` ones, tunnelling TLS with CONNECT; botocore's `proxies_config`
-(`proxy_ca_bundle`, `proxy_client_cert`) for TLS to the proxy itself is not
-applied to the GETs.
+(`proxy_ca_bundle`, `proxy_client_cert`) for TLS to the proxy itself, and a
+client certificate, are not applied to the GETs.
 """
 
 import functools
 import ssl
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -29,42 +28,25 @@ from ..errors import SetupError
 
 @dataclass(frozen=True)
 class Proxy:
-    """A proxy to tunnel through: its address without credentials, and the header
-    that carries them (so the password never sits in a URL that could be printed)."""
+    """A proxy to tunnel through: its address without credentials, for messages, and
+    with them, for the client alone (never printed)."""
 
     url: str
-    headers: dict[str, str] = field(hash=False, compare=False)
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        parts = urlsplit(self.url)
-        return parts.hostname or "", parts.port or 80
-
-
-class Request(NamedTuple):
-    """A GET ready to send: its signed URL, headers, the proxy to go through, and
-    the s3:// address errors name."""
-
-    url: str
-    headers: dict[str, str]
-    proxy: Proxy | None
-    where: str
+    with_credentials: str = field(hash=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Trust:
-    """The CA bundle botocore verifies S3's certificates with, as an SSL context for
-    aiohttp and http.client."""
+    """The CA bundle botocore verifies S3's certificates with."""
 
     ca_bundle: str
-    ssl: ssl.SSLContext
+    custom: bool  # a bundle the configuration named, not botocore's default
 
     @classmethod
     def of(cls, client: object) -> "Trust":
         """The trust of `client`, an aiobotocore S3 client."""
-        http = client._endpoint.http_session  # type: ignore[attr-defined]
-        bundle = get_cert_path(http._verify)
-        return cls(bundle, verifying_context(bundle, client.meta.config.client_cert))  # type: ignore[attr-defined]
+        bundle = get_cert_path(client._endpoint.http_session._verify)  # type: ignore[attr-defined]
+        return cls(bundle, bundle != get_cert_path(True))
 
 
 @functools.cache
@@ -105,7 +87,7 @@ def proxy_for(proxies: ProxyConfiguration, url: str) -> Proxy | None:
             " supported (the tunnel to S3 is TLS already)"
         )
     bare = parts._replace(netloc=f"{parts.hostname}:{parts.port or 80}")
-    return Proxy(urlunsplit(bare), proxies.proxy_headers_for(proxy_url))
+    return Proxy(urlunsplit(bare), proxy_url)
 
 
 class VerifyingSession(AIOHTTPSession):

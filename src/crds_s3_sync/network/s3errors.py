@@ -14,12 +14,12 @@ import re
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from ..errors import NotFound, SetupError, SourceError, Throttled, Transient
 
-ERROR_BODY = 4096  # enough of an S3 error answer to find its <Code> and <Message>
 # How far this machine's clock may be from S3's before it is named as the cause.
 SKEW_TOLERANCE = 300.0
 _TRANSIENT_CODES = frozenset({"RequestTimeout", "InternalError", "ServiceUnavailable"})
@@ -34,8 +34,6 @@ _REGION_CODES = frozenset(
         "AuthorizationQueryParametersError",
     }
 )
-# A proxy's answers to CONNECT that mean "not you, not there": no retry will help.
-PROXY_REFUSALS = frozenset({403, 407})
 _EXPIRED_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestExpired"})
 
 _QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>]*", re.IGNORECASE)
@@ -58,9 +56,10 @@ def one_line(exc: BaseException) -> str:
 
 
 class WrongRegion(SourceError):
-    """The bucket lives in `region`: resend there, signed for there."""
+    """The bucket lives in `region` (None: S3 did not say, so ask): resend there,
+    signed for there."""
 
-    def __init__(self, message: str, region: str) -> None:
+    def __init__(self, message: str, region: str | None) -> None:
         super().__init__(message)
         self.region = region
 
@@ -89,7 +88,13 @@ class Answer:
             match = re.search(rb"<%s>([^<]{1,512})</%s>" % (name, name), body)
             return match.group(1).decode(errors="replace") if match else None
 
-        return cls.of(status, headers, field(b"Code"), field(b"Message"), field(b"Region"))
+        answer = cls.of(status, headers, field(b"Code"), field(b"Message"), field(b"Region"))
+        server_time = field(b"ServerTime")  # RequestTimeTooSkewed says S3's clock here too
+        if answer.server_time is None and server_time is not None:
+            with contextlib.suppress(ValueError):
+                moment = datetime.fromisoformat(server_time.replace("Z", "+00:00"))
+                answer = replace(answer, server_time=moment.timestamp())
+        return answer
 
     @classmethod
     def of(
@@ -151,7 +156,7 @@ class Translator:
                 f"{where}: {said} (this machine's clock is {off} of S3's: "
                 "set it right, e.g. with NTP, and run again)"
             )
-        if code in _REGION_CODES and answer.region:
+        if code in _REGION_CODES:
             return WrongRegion(f"{where}: {said}", answer.region)
         if code in _EXPIRED_CODES or (status == 403 and "expired" in answer.message.lower()):
             return ExpiredCredentials(
@@ -208,7 +213,7 @@ class Translator:
 
 
 def is_certificate_error(exc: BaseException | None) -> bool:
-    """A failed certificate check, whichever client met it (aiohttp wraps it)."""
+    """A failed certificate check met by botocore's client (aiohttp wraps it)."""
     exc = getattr(exc, "certificate_error", exc)
     return isinstance(exc, ssl.SSLCertVerificationError) or (
         isinstance(exc, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)

@@ -14,7 +14,6 @@ and credentials that expired in flight (renewed once for all requests that used
 them).
 """
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TypeVar
@@ -33,9 +32,8 @@ from botocore.exceptions import (
 
 from ..errors import Resend, SetupError, SourceError, SyncError, Transient
 from .addressing import Addresses
-from .bulk import THREADS as BULK_THREADS
-from .bulk import BulkReader
-from .connection import Request, Trust, VerifyingSession
+from .bodies import Bodies, Target
+from .connection import Trust, VerifyingSession
 from .location import PUBLIC_BUCKETS, Endpoint, Location
 from .s3errors import (
     Answer,
@@ -45,7 +43,6 @@ from .s3errors import (
     is_certificate_error,
     one_line,
 )
-from .small import SmallReader
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
@@ -100,13 +97,7 @@ class S3Source:
         self._addresses = Addresses(session, config, self.endpoint.url, credentials, self._stack)
         trust = Trust.of(await self._addresses.client(self.endpoint.bucket))
         self._translator = Translator(not unsigned, found, trust.ca_bundle)
-        self._small = await self._stack.enter_async_context(
-            SmallReader(connections, trust, self._translator, CONNECT_TIMEOUT, self.timeout)
-        )
-        self._bulk = BulkReader(
-            min(BULK_THREADS, self.connections), self.timeout, trust, self._translator
-        )
-        self._stack.callback(self._bulk.close)
+        self._bodies = Bodies(trust, self._translator, CONNECT_TIMEOUT, self.timeout, connections)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -119,56 +110,73 @@ class S3Source:
         """One GET of a whole object into memory: it must be `size` bytes if given, and
         one bigger than `limit` is refused unread, so a hostile bucket cannot fill
         memory with a "mapping"."""
-        return await self._send(location, name, None, lambda r: self._small.read(r, size, limit))
+        return await self._send(location, name, lambda t: self._bodies.read(t, size, limit))
 
-    async def copy_into(
+    async def read_range(
+        self, location: Location, name: str, start: int, end: int, total: int
+    ) -> memoryview:
+        """One GET of bytes `start` to `end` (exclusive) of an object of `total` bytes."""
+        return await self._send(
+            location, name, lambda t: self._bodies.read_range(t, start, end, total)
+        )
+
+    async def stream_range(
         self,
         location: Location,
         name: str,
-        fd: int,
-        offset: int,
-        length: int,
-        byte_range: tuple[int, int] | None = None,
-        digest: "hashlib._Hash | None" = None,
-        into: memoryview | None = None,
+        start: int,
+        end: int,
+        total: int,
+        sink: Callable[[memoryview, int], Awaitable[None]],
     ) -> None:
-        """One GET of an object, or of its inclusive `byte_range`, written to `fd` at
-        `offset`, fed to `digest` and left in `into` on the way, by a worker thread
-        (see `bulk`)."""
-        async with self._bulk.worker():
-            await self._send(
-                location,
-                name,
-                byte_range,
-                lambda r: self._bulk.copy(r, fd, offset, length, digest, into),
-            )
+        """The same, chunk by chunk to `sink`, for parts too big to hold in memory."""
+        await self._send(
+            location, name, lambda t: self._bodies.stream_range(t, start, end, total, sink)
+        )
 
     async def _send(
-        self,
-        location: Location,
-        name: str,
-        byte_range: tuple[int, int] | None,
-        send: Callable[[Request], Awaitable[T]],
+        self, location: Location, name: str, send: Callable[[Target], Awaitable[T]]
     ) -> T:
-        """Sign and send now. After a region redirect (to a region other than the one
-        the request was signed for) the region is learned, and after expired
-        credentials fresh ones are had (if there are none, nothing else will work
-        either): either way the request is to be resent at once (`Resend`)."""
-        bucket, key = location.bucket, location.key(name)
-        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
-        addressed = await self._addresses.address(bucket, key)
-        request = Request(addressed.url, headers, addressed.proxy, location.url(name))
+        """Send now, signed with the credentials of now. After a region redirect the
+        bucket's region is learned (from S3's answer, else from botocore), and after
+        expired credentials fresh ones are had (if there are none, nothing else will
+        work either): either way the request is to be resent at once (`Resend`)."""
+        bucket = location.bucket
+        at = await self._addresses.locate(bucket)
+        target = self._bodies.target(
+            bucket,
+            at.base,
+            at.region,
+            at.proxy,
+            at.credentials,
+            location.key(name),
+            location.url(name),
+        )
         try:
-            return await send(request)
+            return await send(target)
         except WrongRegion as exc:
-            if exc.region == addressed.region:
+            region = exc.region or await self._region_of(bucket)
+            if region is None or region == at.region:
                 raise SourceError(str(exc)) from None
-            self._addresses.learn(bucket, exc.region)
+            self._addresses.learn(bucket, region)
             raise Resend(str(exc)) from None
         except ExpiredCredentials as exc:
-            if not await self._addresses.renew(addressed.credentials):
+            if not await self._addresses.renew(at.credentials):
                 raise SetupError(str(exc)) from None
             raise Resend(str(exc)) from None
+
+    async def _region_of(self, bucket: str) -> str | None:
+        """The bucket's region, as S3 tells botocore (a HEAD of the bucket; S3 names the
+        region even when it refuses)."""
+        client = await self._addresses.client(bucket)
+        try:
+            response = await client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            response = exc.response
+        except BotoCoreError:
+            return None
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return headers.get("x-amz-bucket-region")
 
     # -- botocore requests -------------------------------------------------------------
 
