@@ -18,9 +18,10 @@ class Paced:
     async def read(self, location: Location, name: str, limit: int) -> bytes:
         """A whole small object (server_config, a mapping, a context pickle); one bigger
         than `limit` is refused unread, so a hostile bucket cannot fill memory."""
-        return await self.pacer.call(
+        data = await self.pacer.call(
             location.url(name), lambda: self.source.read(location, name, limit=limit)
         )
+        return bytes(data)
 
     async def size(self, location: Location, name: str) -> int:
         """An object's size, from a HEAD."""

@@ -78,7 +78,7 @@ class Pacer:
         async def once() -> T:
             async with self.request(where, nbytes) as sent:
                 result = await attempt()
-                if isinstance(result, bytes):
+                if isinstance(result, bytes | memoryview):
                     sent.bytes = len(result)
             return result
 

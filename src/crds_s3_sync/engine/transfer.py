@@ -240,7 +240,7 @@ class Transfer:
             self.ledger.record(Restarted(spec))
             raise
 
-    async def _write(self, spec: FileSpec, temp: str, data: bytes, size: int) -> None:
+    async def _write(self, spec: FileSpec, temp: str, data: bytes | memoryview, size: int) -> None:
         self.ledger.record(Received(spec, len(data)))
         if len(data) <= INLINE:
             _write_verified(temp, data, spec, size)

@@ -128,7 +128,7 @@ class Bodies:
             credential_provider=provider,  # type: ignore[arg-type]
         )
 
-    async def read(self, target: Target, size: int | None, limit: int | None) -> bytes:
+    async def read(self, target: Target, size: int | None, limit: int | None) -> memoryview:
         """A whole object into memory: it must be `size` bytes if given, and one bigger
         than `limit` is refused unread."""
         try:
@@ -141,7 +141,7 @@ class Bodies:
                     f"{target.where}: {announced:,} bytes, more than the {limit >> 20} MiB"
                     " a file of its kind can need"
                 )
-            data = (await result.bytes_async()).to_bytes()
+            data = memoryview(await result.bytes_async())  # obstore's buffer, not a copy
         except (obstore.exceptions.BaseError, OSError) as exc:
             raise self._translate(target, exc) from None
         if len(data) != announced:

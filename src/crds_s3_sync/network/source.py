@@ -106,7 +106,7 @@ class S3Source:
 
     async def read(
         self, location: Location, name: str, *, size: int | None = None, limit: int | None = None
-    ) -> bytes:
+    ) -> memoryview:
         """One GET of a whole object into memory: it must be `size` bytes if given, and
         one bigger than `limit` is refused unread, so a hostile bucket cannot fill
         memory with a "mapping"."""
