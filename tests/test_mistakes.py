@@ -103,3 +103,13 @@ def test_an_internal_error_says_where_its_traceback_is(cli, tmp_path, monkeypatc
 
     shown = cli("--cache", tmp_path / "cache", "--dry-run", "--debug")
     assert shown.exit_code == 3 and "Traceback (most recent call last)" in shown.stderr
+
+
+def test_processes_is_accepted_with_a_note(make_bucket, cli, tmp_path) -> None:
+    """An option that lost its meaning (one process fetches everything) still works
+    in old scripts, and says once that it is ignored."""
+    bucket = make_bucket("roman")
+    result = cli(*bucket.args(), "--cache", tmp_path / "cache", "--last", "1", "--processes", "4")
+    assert result.exit_code == 0, result.stderr
+    (note,) = [line for line in result.stderr.splitlines() if "--processes" in line]
+    assert "ignored" in note

@@ -20,7 +20,7 @@ The folders are the layers, each importing only from those listed before it:
 - `engine/`: moving bytes: `pacer` (the one window of requests in flight,
   `window`, and the one retry policy), `ledger` (the one record of events every
   view reads), `transfer` (verify, write, rename), `ranged` (big files in
-  parts), `cores` (helper processes), `platforms`
+  parts), `platforms`
 - `run/`: one sync: `options` (declared once, checked before any request),
   `settings` (flags, CRDS_* variables, presets), `reads` (planning's reads),
   `upkeep` (the cache around a transfer), `stages` (the order of it all)

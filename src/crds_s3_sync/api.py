@@ -21,7 +21,6 @@ from typing import Unpack
 
 import anyio
 
-from .engine.cores import Helpers
 from .engine.ledger import Ledger, Listener
 from .engine.platforms import EVENT_LOOP
 from .errors import SyncError
@@ -52,8 +51,7 @@ class FilesFailed(SyncError):
 
 
 def execute(run: Run, ledger: Ledger | None = None) -> SyncResult:
-    """`run` on an event loop of its own, with helper processes when it fetches and
-    forking is safe (`cores`). The result comes back outside asyncio's main task: as
+    """`run` on an event loop of its own. The result comes back outside asyncio's main task: as
     Python 3.11's runner restores Ctrl-C's handler it formats the finished main task,
     result included, and a plan of thousands of files took 0.1 s to format."""
     try:
@@ -62,16 +60,13 @@ def execute(run: Run, ledger: Ledger | None = None) -> SyncResult:
         pass  # no event loop here: as it should be
     else:
         raise SyncError("called inside an event loop: await crds_s3_sync.aio's form instead")
-    helpers = None
-    if run.options.fetches:
-        helpers = Helpers.fork(run.processes, run.settings, run.options.transfer)
     results: list[SyncResult] = []
     stopped_by: list[int] = []
 
     async def main() -> None:
         async with task_group() as group:
             group.start_soon(_stop_on_signal, group.cancel_scope, stopped_by)
-            stages = run_stages(run.settings, run.options, ledger or Ledger(), helpers)
+            stages = run_stages(run.settings, run.options, ledger or Ledger())
             results.append(await stages)
             group.cancel_scope.cancel()
 
@@ -81,8 +76,6 @@ def execute(run: Run, ledger: Ledger | None = None) -> SyncResult:
     finally:
         for signum, handler in before.items():  # asyncio leaves the default behind
             signal.signal(signum, handler)
-        if helpers is not None:
-            helpers.close()
     if stopped_by:
         raise Stopped(stopped_by[0])
     return results[0]

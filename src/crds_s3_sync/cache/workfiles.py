@@ -48,7 +48,7 @@ _tokens: dict[int, str] = {}
 
 
 def run_id() -> str:
-    """This process's run (a function: helper processes fork with their own id)."""
+    """This process's run (a function: a forked process has an id of its own)."""
     pid = os.getpid()
     if pid not in _tokens:
         _tokens[pid] = secrets.token_hex(3)

@@ -13,7 +13,6 @@ import click
 import typer
 
 from .. import __version__
-from ..engine.cores import MOST
 from ..rules.layout import Layout
 from ..run.options import Options, Spelling
 from ..run.settings import Env
@@ -242,8 +241,7 @@ ProcessesFlag = Annotated[
     int | None,
     typer.Option(
         metavar="N",
-        help="Processes fetching small files, an event loop each (default: one per"
-        f" usable core, at most {MOST}).",
+        help="Accepted for old scripts and ignored: one process fetches everything.",
     ),
 ]
 

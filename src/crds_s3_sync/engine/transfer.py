@@ -16,8 +16,7 @@ lock (`locks`), so processes sharing a cache never fetch it at the same time,
 and each looks again once it holds the lock. Smaller files take none: a lock's
 four system calls cost more than such a file's download, and two processes that
 both fetch one each write their own temporary name and rename the same verified
-bytes into place. That is also why helper processes (`cores`) may take shares
-of those files, and only of those.
+bytes into place.
 """
 
 import contextlib
@@ -27,7 +26,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -54,9 +53,6 @@ THREADS = 4
 HELD = 128 * MiB  # bytes of bodies in memory (whole files and parts), all files together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from .cores import Helpers
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,6 @@ class Transfer:
     cache: Path
     options: TransferOptions = field(default_factory=TransferOptions)
     prefetched: dict[str, bytes] = field(default_factory=dict)
-    helpers: "Helpers | None" = None  # other processes that take shares of the small files
     # Names the check before the run found missing or wrong; the rest it found valid.
     # None: no such check (a helper's share), so each file is looked at.
     missing: frozenset[str] | None = None
@@ -116,24 +111,10 @@ class Transfer:
         try:
             async with task_group() as group:
                 group.start_soon(for_each, large, self._one, self.options.large_workers)
-                if self.helpers is not None:
-                    small = self.helpers.take(small, self, group)
                 group.start_soon(for_each, small, self._one, self.options.jobs)
         finally:
             self._batches.close()
         return self.ledger.report
-
-    def shareable(self, spec: FileSpec) -> bool:
-        """Whether a helper process may fetch `spec`: a file small enough to need no
-        lock, not already in memory, and missing from the cache (by its size, as the
-        stat before the run found it)."""
-        return (
-            spec.size is not None
-            and spec.size <= IN_MEMORY
-            and spec.name not in self.prefetched
-            and self.missing is not None
-            and spec.name in self.missing
-        )
 
     async def _one(self, spec: FileSpec) -> None:
         final = self.cache / spec.path

@@ -157,12 +157,6 @@ class Concurrency:
         self._step = PROBE
         self._hold_until = self._clock() + HOLD
 
-    def cap(self, ceiling: int) -> None:
-        """Lower the ceiling: helper processes took part of it (`cores`)."""
-        self.ceiling = ceiling
-        if self.limit > ceiling:
-            self._resize(ceiling)
-
     def throttled(self) -> None:
         """S3 said SlowDown: the run as a whole is too fast."""
         self._cut(0.5)

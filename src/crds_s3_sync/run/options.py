@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, TypeVar
 
-from ..engine.cores import default_processes
 from ..engine.platforms import check_platform, fit_open_files
 from ..engine.transfer import TransferOptions
 from ..errors import SyncError
@@ -49,7 +48,7 @@ class Options(TypedDict, total=False):
     dry_run: bool
     verify: bool
     jobs: int
-    processes: int
+    processes: int  # accepted and ignored: one process fetches everything
     part_size: int
     multipart_threshold: int
     retry_time: float
@@ -90,7 +89,6 @@ class Run:
 
     settings: Settings
     options: SyncOptions
-    processes: int
     notes: tuple[str, ...] = ()  # said to a person before the run, if anyone listens
 
 
@@ -162,8 +160,13 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
         purge=purge,
         organize=organize is not None,
     )
-    processes = options.get("processes") or default_processes()
-    return Run(settings, sync_options, processes, (note,) if note else ())
+    notes = (note,) if note else ()
+    if options.get("processes", 1) > 1:
+        notes += (
+            f"{spell.name('processes')}: one process fetches everything now (its HTTP runs on"
+            " threads of its own, and helper processes no longer paid); ignored",
+        )
+    return Run(settings, sync_options, notes)
 
 
 def _choice(kind: type[E], name: str, value: str | None, spell: Spelling) -> E | None:

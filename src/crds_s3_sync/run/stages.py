@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -28,9 +27,6 @@ from ..rules.walker import Selection, walk, walk_pickles
 from .reads import MappingFetcher, PickleFetcher, choose_contexts, load_server_config
 from .settings import Settings
 from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
-
-if TYPE_CHECKING:
-    from ..engine.cores import Helpers
 
 
 class Action(StrEnum):
@@ -54,11 +50,6 @@ class SyncOptions:
     purge: tuple[Kind, ...] = ()  # after a sync or repair, remove these kinds' unneeded files
     organize: bool = False  # move the cache's references into the layout asked for first
 
-    @property
-    def fetches(self) -> bool:
-        """Whether the run may fetch references (and so may use helper processes)."""
-        return self.action in (Action.sync, Action.repair) and not self.dry_run
-
 
 @dataclass
 class SyncResult:
@@ -72,9 +63,7 @@ class SyncResult:
     environment: dict[str, str] = field(default_factory=dict)  # for crds to read the cache
 
 
-async def run_stages(
-    settings: Settings, options: SyncOptions, ledger: Ledger, helpers: "Helpers | None" = None
-) -> SyncResult:
+async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -> SyncResult:
     start = time.monotonic()
     jobs, how = options.transfer.jobs, options.transfer
     async with (
@@ -123,9 +112,7 @@ async def run_stages(
         fetch = await _act(options, settings, result, needed, verified)
         if fetch is not None:
             prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
-            transfer = Transfer(
-                source, pacer, settings.cache, options.transfer, prefetched, helpers=helpers
-            )
+            transfer = Transfer(source, pacer, settings.cache, options.transfer, prefetched)
             await fetch_files(transfer, fetch, settings, verified)
             try:
                 write_cache_config(
