@@ -1206,10 +1206,6 @@ for _n in PINNED:
 TOOLS["crds-s3-sync@no-fsync"] = lambda case, job: ours(case, job, None, "--no-fsync")
 TRUST["crds-s3-sync@no-fsync"] = TRUST["crds-s3-sync"]
 PROGRAM["crds-s3-sync@no-fsync"] = "crds-s3-sync"
-# One process, no helpers: whether the helper processes (`cores.py`) still pay.
-TOOLS["crds-s3-sync@1p"] = lambda case, job: ours(case, job, None, "--processes", "1")
-TRUST["crds-s3-sync@1p"] = TRUST["crds-s3-sync"]
-PROGRAM["crds-s3-sync@1p"] = "crds-s3-sync"
 for _n in S5CMD_WORKERS:
     TOOLS[f"s5cmd@{_n}"] = functools.partial(
         lambda case, job, workers: measure(s5cmd_command(case, job, workers), job), workers=_n
