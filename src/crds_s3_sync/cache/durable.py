@@ -79,6 +79,18 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def create(temp: str, data: bytes | memoryview) -> int:
+    """A new file `temp` (it must not exist) holding `data`; returns it open, for the
+    caller to close or `settle`."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_at(fd: int, data: memoryview | bytes, offset: int) -> None:
     """`os.pwrite` until every byte is written at `offset`."""
     view = memoryview(data)
@@ -189,12 +201,6 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temporary_name(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            write_all(fd, data)
-        except BaseException:
-            os.close(fd)
-            raise
-        settle(fd, temp, path, durable)
+        settle(create(temp, data), temp, path, durable)
     finally:
         Path(temp).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from typing import TypeVar
 import anyio
 
 from ..cache.audit import check_received, defect
-from ..cache.durable import Batches, settle, write_all
+from ..cache.durable import Batches, create, settle
 from ..cache.locks import Locks
 from ..cache.partial import discard_parts
 from ..cache.workfiles import temporary_name
@@ -253,12 +253,7 @@ def _write_verified(
     """Verify and write under the temporary name. The rename comes once the file is
     flushed (`durable`): by the caller's batch, or here, by itself, given `final`."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        raise
+    fd = create(temp, data)
     if final is None:
         os.close(fd)
     else:
