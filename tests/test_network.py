@@ -31,7 +31,7 @@ from s3standin import S3StandIn
 from tls_certificates import Certificates, make_certificates
 
 from crds_s3_sync.demo import build_bucket
-from crds_s3_sync.network.connection import VerifyingSession
+from crds_s3_sync.network.listing import VerifyingSession
 
 KEY, SECRET = "AKIDSTANDIN0001", "standin-secret-0001"
 # Environment variables that would steer TLS or proxies from outside the test.
@@ -209,6 +209,28 @@ def test_signed_bucket_found_in_its_region(
     assert {r.access_key for r in served} == {KEY}
     assert {r.region for r in served} == {"us-east-1"}
     assert {r.status for r in served} == {200, 206}
+
+
+@pytest.mark.parametrize("profile", [False, True], ids=["environment", "botocore"])
+def test_a_ca_bundle_that_cannot_be_read_is_one_line(
+    s3, proxy, network, cli, tmp_path, monkeypatch, profile
+) -> None:
+    """Whichever reads the configuration (the environment alone, or botocore for a
+    profile), a CA bundle that is not there ends the run before any request."""
+    missing = tmp_path / "no-such-bundle.pem"
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(missing))
+    if profile:
+        config = tmp_path / "aws-config"
+        config.write_text("[profile science]\nregion = us-east-1\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+        monkeypatch.setenv("AWS_PROFILE", "science")
+    _, args = roman_bucket(s3)
+    result = cli(*args, "--cache", tmp_path / "cache")
+    assert result.exit_code == 2, result.stderr
+    (line,) = final_lines(result.stderr)
+    assert str(missing) in line and "cannot load this CA bundle" in line, line
+    assert proxy.connects == []
+    assert not (tmp_path / "cache").exists()
 
 
 def test_untrusted_certificate_is_one_line_and_no_retries(

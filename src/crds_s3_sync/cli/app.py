@@ -105,7 +105,7 @@ def run(
     action, given = options_of(ctx.params, ctx)
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a CI log wraps its own lines
     ledger = Ledger()
-    view = make_view(ledger, console, quiet, log_format.value, sys.stdout.isatty())
+    view = make_view(ledger, console, quiet, str(log_format), sys.stdout.isatty())
     try:
         run = prepare(action, given, FLAGS)
         for note in run.notes:
@@ -141,7 +141,7 @@ def run(
 def _fail(message: str, code: int, json_: bool, log_format: "LogFormat") -> NoReturn:
     """The run ends early: one line on stderr (an event, with --log-format json), and
     with --json still one document on stdout."""
-    if log_format is LogFormat.json:
+    if log_format == LogFormat.json:
         JsonLines(Ledger(), sys.stderr).emit("error", message=message, exit=code)
     else:
         sys.stderr.write(f"crds-s3-sync: {message}\n")

@@ -1,28 +1,37 @@
 """Where a bucket's objects are, and what a GET for one is signed with: botocore's
-answer, per bucket, in the bucket's own region.
+answer, per bucket, in the bucket's own region, for every configuration the
+environment alone does not settle (`environment`). Imported only then: botocore,
+aiobotocore and aiohttp cost about 0.7 s to import and set up.
 
 A client starts in the region the AWS configuration names (`AWS_REGION`, as the
 other AWS SDKs read it, then botocore's `AWS_DEFAULT_REGION` and profile), but
 a bucket lives in one region and S3 says which when asked in the wrong one. The
 region learned from that answer gets its own botocore client, whose endpoint
 rules give the host (virtual-hosted on AWS; path-style for custom endpoints and
-dotted names; dual-stack and FIPS as configured) and whose region signs.
+dotted names; dual-stack and FIPS as configured) and whose region signs. The CA
+bundle and proxies are read off the client's own HTTP session (the only place
+that touches botocore's private attributes); what the clients send themselves
+is in `listing`.
 """
 
 import os
 from contextlib import AsyncExitStack
-from typing import NamedTuple
 
 import anyio
-from botocore.config import Config
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import UNSIGNED
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.httpsession import ProxyConfiguration
+from botocore.httpsession import ProxyConfiguration, get_cert_path
 
 from ..errors import SetupError
-from .connection import Proxy, proxies_of, proxy_for
+from .connection import Located, Proxy, Trust, proxy_of
+from .listing import VerifyingSession
+from .location import PUBLIC_BUCKETS, Endpoint
 from .s3errors import one_line
 
 _PROBE = "crds-s3-sync-probe"
+CONNECT_TIMEOUT = 10  # seconds
 
 
 def configured_region(session: object) -> str:
@@ -31,23 +40,54 @@ def configured_region(session: object) -> str:
     return os.environ.get("AWS_REGION") or configured or "us-east-1"
 
 
-class Located(NamedTuple):
-    """Where a bucket is, and what a GET to it is signed with now, so that an answer
-    about it (wrong region, expired credentials) can be told from old news."""
-
-    base: str  # the bucket's URL, to which keys are appended
-    region: str
-    proxy: Proxy | None
-    credentials: object | None  # botocore's frozen credentials; None: anonymous
+async def open_addresses(
+    endpoint: Endpoint, connections: int, timeout: float, stack: AsyncExitStack
+) -> "Addresses":
+    """botocore set up for `endpoint`: its credentials found (unless the requests are
+    to be anonymous) and a client made in the configured region, whose CA bundle
+    the run trusts; a broken AWS configuration is one line."""
+    try:
+        session = get_session()
+        # Listings' LastModified go unused: parsing 2,500 of them with dateutil took
+        # longer than the rest of a re-run's planning.
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+        credentials, found = None, True
+        unsigned = bool(endpoint.unsigned)
+        if endpoint.unsigned is None:
+            if endpoint.bucket in PUBLIC_BUCKETS:
+                unsigned = True  # no need to look for credentials at all
+            else:
+                credentials = await session.get_credentials()
+                found = credentials is not None
+                unsigned = not found
+        config = AioConfig(
+            http_session_cls=VerifyingSession,
+            signature_version=UNSIGNED if unsigned else "s3v4",
+            max_pool_connections=connections,
+            retries={"mode": "standard", "total_max_attempts": 1},  # the pacer decides
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=timeout,
+            s3={"addressing_style": "path"} if endpoint.url else None,
+        )
+        addresses = Addresses(session, config, endpoint.url, credentials, stack)
+        addresses.signed, addresses.found = not unsigned, found
+        addresses.trust = _trust_of(await addresses.client(endpoint.bucket))
+    except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
+        raise SetupError(f"AWS configuration: {one_line(exc)}") from None
+    return addresses
 
 
 class Addresses:
     """Clients per region, bucket regions learned from S3, and GET URLs signed on demand."""
 
+    trust: Trust
+    signed: bool
+    found: bool
+
     def __init__(
         self,
         session: object,
-        config: Config,
+        config: AioConfig,
         endpoint_url: str | None,
         credentials: object | None,
         stack: AsyncExitStack,
@@ -85,7 +125,7 @@ class Addresses:
                         )
                     except (BotoCoreError, ValueError) as exc:
                         raise SetupError(f"cannot set up S3 in {region}: {one_line(exc)}") from None
-                    self._proxies[region] = proxies_of(client)
+                    self._proxies[region] = client._endpoint.http_session._proxy_config  # type: ignore[attr-defined]
                     self._clients[region] = client
         return client
 
@@ -108,7 +148,7 @@ class Addresses:
                     base = spelled.removesuffix(_PROBE)
                     known = self._bases[(bucket, region)] = (
                         base,
-                        proxy_for(self._proxies[region], base),
+                        proxy_of(self._proxies[region].proxy_url_for(base)),
                     )
         base, proxy = known
         credentials = None
@@ -166,3 +206,11 @@ async def _spelled(client: object, bucket: str, key: str) -> str:
     finally:
         events.unregister("before-send.s3.GetObject", unique_id=_PROBE)
     raise AssertionError("botocore sent a GetObject despite the probe")
+
+
+def _trust_of(client: object) -> Trust:
+    """The CA bundle `client` verifies with; None where it is botocore's default, as
+    the GETs then trust the system's roots."""
+    bundle = get_cert_path(client._endpoint.http_session._verify)  # type: ignore[attr-defined]
+    custom = bundle != get_cert_path(True)
+    return Trust(bundle if custom else None, custom)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import S3Store
 
-from ..errors import FormatError, SourceError, Transient
+from ..errors import FormatError, SetupError, SourceError, Transient
 from .connection import Proxy, Trust
 from .s3errors import Answer, Translator, WrongRegion, one_line
 
@@ -196,6 +196,14 @@ class Bodies:
                 f"{target.where}: connection closed after {at - start} of {end - start}"
             )
 
+    async def size(self, target: Target) -> int:
+        """An object's size, from a HEAD."""
+        try:
+            meta = await obstore.head_async(target.store, target.key)
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise self._translate(target, exc) from None
+        return meta["size"]
+
     def _translate(self, target: Target, exc: BaseException) -> Exception:
         """obstore's failure as the tool's kind of error, in S3's words."""
         if isinstance(exc, SourceError):
@@ -247,5 +255,10 @@ def _custom_bundle(trust: Trust) -> str | None:
     use (AWS_CA_BUNDLE, ca_bundle in the AWS config), read once."""
     if not trust.custom:
         return None
-    with open(trust.ca_bundle) as bundle:
-        return bundle.read()
+    try:
+        with open(str(trust.ca_bundle)) as bundle:
+            return bundle.read()
+    except OSError as exc:
+        raise SetupError(
+            f"{trust.ca_bundle}: cannot load this CA bundle ({exc.strerror}); check AWS_CA_BUNDLE"
+        ) from None

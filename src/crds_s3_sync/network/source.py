@@ -1,48 +1,30 @@
 """S3 access: the one seam between a sync and the network.
 
-Listing and HEADs go through botocore (aiobotocore's session: boto3 is not
-needed, nor its import time), which resolves endpoints, regions, TLS, proxies
-and credentials. Object GETs take a faster path with the same answers
-(`addressing` for host and signature, `connection` for trust and proxies):
-small bodies through aiohttp on the event loop (`small`), big ones through
-`bulk`'s worker threads straight into the file; each reader checks status and
-length, and S3's refusals become one line each (`s3errors`). Every call is one
-attempt, signed when it is sent; the engine's pacer holds the run's slots and
-decides on more. Two answers are mended here and then raised as `Resend` (sent
-again at once, no try): a bucket in another region (learned once per bucket)
-and credentials that expired in flight (renewed once for all requests that used
-them).
+Every request for an object, its size or a listing goes through obstore
+(`bodies`), sent where and as `Addressing` says: the environment's plain
+answers where they suffice (`environment`), else botocore's (`addressing`,
+imported only then, as it costs more to import than a re-run takes). Each
+reader checks status and length, and S3's refusals become one line each
+(`s3errors`). Every call is one attempt, signed when it is sent; the engine's
+pacer holds the run's slots and decides on more. Two answers are mended here and
+then raised as `Resend` (sent again at once, no try): a bucket in another region
+(learned once per bucket) and credentials that expired in flight (renewed once
+for all requests that used them).
 """
 
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore import UNSIGNED
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-    SSLError,
-)
-
-from ..errors import Resend, SetupError, SourceError, SyncError, Transient
-from .addressing import Addresses
+from ..errors import Resend, SetupError, SourceError
 from .bodies import Bodies, Target
-from .connection import Trust, VerifyingSession
-from .location import PUBLIC_BUCKETS, Endpoint, Location
-from .s3errors import (
-    Answer,
-    ExpiredCredentials,
-    Translator,
-    WrongRegion,
-    is_certificate_error,
-    one_line,
-)
+from .connection import Addressing
+from .environment import plain
+from .location import Endpoint, Location
+from .s3errors import ExpiredCredentials, Translator, WrongRegion
+
+if TYPE_CHECKING:
+    from .addressing import Addresses
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
@@ -58,49 +40,39 @@ class S3Source:
         self.timeout = timeout
         self.connections = connections
         self._stack = AsyncExitStack()
+        self._botocore: Addresses | None = None
 
     async def __aenter__(self) -> "S3Source":
         try:
-            await self._open()
-        except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
-            await self._stack.aclose()
-            raise SetupError(f"AWS configuration: {one_line(exc)}") from None
+            addresses: Addressing = plain(self.endpoint) or await self._botocore_addresses()
+            self._translator = Translator(
+                addresses.signed, addresses.found, addresses.trust.ca_bundle
+            )
+            self._bodies = Bodies(
+                addresses.trust,
+                self._translator,
+                CONNECT_TIMEOUT,
+                self.timeout,
+                self.connections + 4,
+            )
         except BaseException:
             await self._stack.aclose()
             raise
+        self._addresses = addresses
         return self
-
-    async def _open(self) -> None:
-        session = get_session()
-        # Listings' LastModified go unused: parsing 2,500 of them with dateutil took
-        # longer than the rest of a re-run's planning.
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-        credentials, found = None, True
-        unsigned = bool(self.endpoint.unsigned)
-        if self.endpoint.unsigned is None:
-            if self.endpoint.bucket in PUBLIC_BUCKETS:
-                unsigned = True  # no need to look for credentials at all
-            else:
-                credentials = await session.get_credentials()
-                found = credentials is not None
-                unsigned = not found
-        connections = self.connections + 4
-        config = AioConfig(
-            http_session_cls=VerifyingSession,
-            signature_version=UNSIGNED if unsigned else "s3v4",
-            max_pool_connections=connections,
-            retries={"mode": "standard", "total_max_attempts": 1},  # `retry` decides
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=self.timeout,
-            s3={"addressing_style": "path"} if self.endpoint.url else None,
-        )
-        self._addresses = Addresses(session, config, self.endpoint.url, credentials, self._stack)
-        trust = Trust.of(await self._addresses.client(self.endpoint.bucket))
-        self._translator = Translator(not unsigned, found, trust.ca_bundle)
-        self._bodies = Bodies(trust, self._translator, CONNECT_TIMEOUT, self.timeout, connections)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    async def _botocore_addresses(self) -> "Addresses":
+        """botocore, set up on first need (see the module's note)."""
+        if self._botocore is None:
+            from .addressing import open_addresses
+
+            self._botocore = await open_addresses(
+                self.endpoint, self.connections + 4, self.timeout, self._stack
+            )
+        return self._botocore
 
     # -- object GETs -------------------------------------------------------------------
 
@@ -166,77 +138,21 @@ class S3Source:
             raise Resend(str(exc)) from None
 
     async def _region_of(self, bucket: str) -> str | None:
-        """The bucket's region, as S3 tells botocore (a HEAD of the bucket; S3 names the
-        region even when it refuses)."""
-        client = await self._addresses.client(bucket)
-        try:
-            response = await client.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            response = exc.response
-        except BotoCoreError:
-            return None
-        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        return headers.get("x-amz-bucket-region")
+        """The bucket's region, as S3 tells botocore, when the answer did not say."""
+        from .listing import region_of
 
-    # -- botocore requests -------------------------------------------------------------
+        return await region_of(await (await self._botocore_addresses()).client(bucket), bucket)
+
+    # -- sizes and listings ------------------------------------------------------------
 
     async def size(self, location: Location, name: str) -> int:
         """An object's size, from a HEAD."""
-        key = location.key(name)
-        client = await self._addresses.client(location.bucket)
-        response = await self._botocore(
-            client.head_object(Bucket=location.bucket, Key=key), location.bucket, key
-        )
-        return int(response["ContentLength"])
+        return await self._send(location, name, self._bodies.size)
 
     async def list_names(self, location: Location) -> list[str]:
-        """Names of the objects directly under `location` (not in deeper "folders")."""
-        prefix = location.key("")
-        names = []
-        client = await self._addresses.client(location.bucket)
-        pages = aiter(
-            client.get_paginator("list_objects_v2").paginate(
-                Bucket=location.bucket, Prefix=prefix, Delimiter="/"
-            )
-        )
-        while True:
-            page = await self._botocore(anext(pages, None), location.bucket, prefix)
-            if page is None:
-                return names
-            names += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+        """Names of the objects directly under `location` (not in deeper "folders"),
+        listed by botocore (see `listing`)."""
+        from .listing import list_names
 
-    async def _botocore(self, call: Awaitable[T], bucket: str, key: str) -> T:
-        """One botocore request (which follows region redirects itself), its failure
-        translated as the GET paths translate theirs."""
-        try:
-            return await call
-        except (ClientError, BotoCoreError) as exc:
-            raise self._explain(exc, bucket, key) from None
-
-    def _explain(self, exc: Exception, bucket: str, key: str) -> SyncError:
-        """A botocore error as one line saying what failed and where."""
-        where = f"s3://{bucket}/{key}"
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            metadata = exc.response.get("ResponseMetadata", {})
-            answer = Answer.of(
-                metadata.get("HTTPStatusCode") or 0,
-                metadata.get("HTTPHeaders", {}),
-                error.get("Code"),
-                error.get("Message"),
-                error.get("Region"),
-            )
-            translated = self._translator.answer(where, answer)
-            if isinstance(translated, WrongRegion):  # botocore could not follow it either
-                return SourceError(str(translated))
-            if isinstance(translated, ExpiredCredentials):  # botocore signs with fresh ones
-                return SetupError(str(translated))
-            return translated
-        if isinstance(exc, SSLError) and is_certificate_error(exc.kwargs.get("error")):
-            host = exc.kwargs.get("endpoint_url", where)
-            return self._translator.certificate(host, exc.kwargs["error"])
-        if isinstance(exc, EndpointConnectionError):
-            return Transient(f"{where}: cannot connect to {exc.kwargs.get('endpoint_url')}")
-        if isinstance(exc, ConnectionError | ReadTimeoutError):
-            return Transient(f"{where}: {type(exc).__name__}: {one_line(exc)}")
-        return SourceError(f"{where}: {type(exc).__name__}: {one_line(exc)}")
+        client = await (await self._botocore_addresses()).client(location.bucket)
+        return await list_names(client, location.bucket, location.key(""), self._translator)

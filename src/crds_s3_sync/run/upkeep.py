@@ -34,7 +34,8 @@ async def fetch_files(
     prepare_cache(settings)
     cache, ledger = settings.cache, transfer.ledger
     with RunFile(cache):
-        await anyio.to_thread.run_sync(sweep, cache, {cache / s.path.parent for s in fetch})
+        directories = {cache / parent for parent in {spec.path.parent for spec in fetch}}
+        await anyio.to_thread.run_sync(sweep, cache, directories)
         missing = await _check_room(fetch, cache, ledger, verified)
         transfer.missing = frozenset(spec.name for spec in missing)
         ledger.record(Planned(len(fetch), sum(spec.size or 0 for spec in fetch)))
