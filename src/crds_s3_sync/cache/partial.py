@@ -62,6 +62,11 @@ class PartialFile:
             os.ftruncate(fd, size)
             return cls(final, size, sha1, part_size, set(), fd, temp, private=True)
         part_size, done = _completed_parts(final, size, sha1) or (part_size, set())
+        if not done:
+            # Whatever was there is not ours to trust: a new file, not the old one cut
+            # to nothing, which ext4 (auto_da_alloc) would write to the disk on close,
+            # 2 GiB waited for even with --no-fsync.
+            discard_parts(final)
         try:
             fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:  # another user's, not writable by us: start afresh
@@ -69,7 +74,6 @@ class PartialFile:
             done = set()
             fd = os.open(_temp(final), os.O_RDWR | os.O_CREAT, 0o666)
         if not done:
-            os.ftruncate(fd, 0)  # drop whatever was there: it is not ours to trust
             os.ftruncate(fd, size)
         return cls(final, size, sha1, part_size, done, fd, _temp(final))
 
