@@ -754,13 +754,19 @@ SET_ASIDE = ".set-aside"  # finished runs' destinations, deleted when the benchm
 ASIDE: set[Path] = set()
 
 
+ASIDE_FROM = 100  # files in a destination, from which it is set aside, not deleted
+
+
 def set_aside(path: Path) -> None:
-    """Move a finished run's destination out of the way, to be deleted when the
-    benchmark ends (`clear_aside`). On this machine's ext4 disk, creating files soon
+    """Move a finished run's destination (of many files) out of the way, to be deleted
+    when the benchmark ends (`clear_aside`). On this machine's ext4 disk, creating files soon
     after deleting thousands costs about 0.8 ms an `openat` (the allocator passes over
     inodes freed in the last minute or more): deleting between runs put that on the
     next run's clock, whichever tool it was."""
-    if path.exists():
+    few = sum(1 for _ in zip(path.rglob("*"), range(ASIDE_FROM), strict=False)) < ASIDE_FROM
+    if path.exists() and few:
+        shutil.rmtree(path)  # a few files, big ones: deleted now, or they fill the disk
+    elif path.exists():
         aside = path.parent / SET_ASIDE
         aside.mkdir(exist_ok=True)
         ASIDE.add(aside)

@@ -4,9 +4,11 @@ The folders are the layers, each importing only from those listed before it:
 
 - `errors`, `pool`: what every layer shares (the error kinds; bounded task pools)
 - `network/`: S3 behind one seam (`source`): `location` (bucket, prefix,
-  endpoint), `addressing` (endpoint, bucket region, signing, all botocore's),
-  `connection` (CA bundle, proxies, as botocore resolved them), `s3errors`
-  (S3's answers as one line, secrets cut); `small` and `bulk` carry the bodies
+  endpoint), `connection` (what a request is sent with: URL, proxy, CA bundle,
+  keys), `environment` (those read from a plain environment) and `addressing`
+  (botocore's, for every other configuration), `bodies` (every GET and HEAD,
+  through obstore), `listing` (botocore's listings and region probe),
+  `s3errors` (S3's answers as one line, secrets cut)
 - `rules/`: what CRDS means: `names` (every name from the bucket checked),
   `server_config`, `mapping` (parsed with `ast`, never executed), `pickles`
   (HST's context pickles, by a restricted unpickler), `walker` (contexts ->

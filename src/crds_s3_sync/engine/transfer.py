@@ -31,7 +31,7 @@ from typing import TypeVar
 import anyio
 
 from ..cache.audit import check_received, defect
-from ..cache.durable import Batches, create, settle
+from ..cache.durable import Batches, create, start_write_back
 from ..cache.locks import Locks
 from ..cache.partial import discard_parts
 from ..cache.workfiles import temporary_name
@@ -96,7 +96,7 @@ class Transfer:
         self.ledger = self.pacer.ledger
         self.locks = Locks(self.ledger.note)
 
-    async def run(self, plan: Iterable[FileSpec]) -> Report:
+    async def run(self, plans: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
         # Few threads: they exist to hash and write big buffers on the second core;
         # dozens of them only fight over the GIL.
@@ -105,7 +105,12 @@ class Transfer:
         # the memory the whole run should use; so every body in memory holds its size here.
         self._held = Window(HELD)
         self._batches = Batches(self.cache, self.options.durable)
-        plan = list(plan)
+        plan = []
+        for spec in plans:
+            if spec.size is not None and not self._in_doubt(spec):  # found valid: no task
+                self.ledger.record(Finished(spec, "skipped", spec.size))
+            else:
+                plan.append(spec)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
         try:
@@ -230,31 +235,31 @@ class Transfer:
 
     async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
         """A file above IN_MEMORY and below the threshold: one GET, held in memory
-        while it is hashed and written, then flushed by itself."""
+        while it is hashed and written. Its write-back starts at once, and it is
+        settled in the small files' batches (one flush for many), not by itself:
+        its own fsync held a writing thread, and its bytes in memory, for as long
+        as the disk took."""
         await self._held.acquire(size)
         try:
             async with self.pacer.request(f"{spec.source}/{spec.name}", size):
                 data = await self.source.read(spec.source, spec.name, size=size)
             self.ledger.record(Received(spec, size))
             durable = self.options.durable
-            await self._off_loop(_write_verified, temp, data, spec, size, final, durable)
+            await self._off_loop(_write_verified, temp, data, spec, size, durable)
         finally:
             self._held.release(size)
+        await self._batches.settle(temp, final)
 
 
 def _write_verified(
-    temp: str,
-    data: bytes | memoryview,
-    spec: FileSpec,
-    size: int,
-    final: Path | None = None,
-    durable: bool = True,
+    temp: str, data: bytes | memoryview, spec: FileSpec, size: int, write_back: bool = False
 ) -> None:
-    """Verify and write under the temporary name. The rename comes once the file is
-    flushed (`durable`): by the caller's batch, or here, by itself, given `final`."""
+    """Verify and write under the temporary name, for the caller's batch to flush and
+    rename; with `write_back`, the disk starts on it now."""
     check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
     fd = create(temp, data)
-    if final is None:
+    try:
+        if write_back:
+            start_write_back(fd, 0, len(data))
+    finally:
         os.close(fd)
-    else:
-        settle(fd, temp, final, durable)  # closes fd

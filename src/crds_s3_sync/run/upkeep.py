@@ -34,7 +34,7 @@ async def fetch_files(
     prepare_cache(settings)
     cache, ledger = settings.cache, transfer.ledger
     with RunFile(cache):
-        directories = {cache / parent for parent in {spec.path.parent for spec in fetch}}
+        directories = {cache / d for d in {os.path.dirname(spec.path) for spec in fetch}}
         await anyio.to_thread.run_sync(sweep, cache, directories)
         missing = await _check_room(fetch, cache, ledger, verified)
         transfer.missing = frozenset(spec.name for spec in missing)
