@@ -1237,7 +1237,11 @@ def dd(case: Case, job: Job) -> Run:
 
 def tool_env(env: dict[str, str], tool: str, link: str, tls: Tls | None) -> dict[str, str]:
     """The run's environment: on https, the one variable by which `tool` trusts the test CA
-    (none for a tool told by a command-line option: see Job.ca)."""
+    (none for a tool told by a command-line option: see Job.ca). Only the aws CLI is
+    given the AWS config file: for crds-s3-sync one would mean importing botocore to
+    read it, which a CI job's environment does not ask for."""
+    if tool != "aws":  # the AWS config file is the aws CLI's concurrency, no one else's
+        env = {name: value for name, value in env.items() if name != "AWS_CONFIG_FILE"}
     if link != "https" or not tls or TRUST[tool].startswith("--"):
         return env
     return env | {TRUST[tool]: str(tls.ca)}
