@@ -25,13 +25,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.httpsession import ProxyConfiguration, get_cert_path
 
 from ..errors import SetupError
-from .connection import Located, Proxy, Trust, proxy_of
+from .connection import CONNECT_TIMEOUT, Located, Proxy, Trust, proxy_of
 from .listing import VerifyingSession
 from .location import PUBLIC_BUCKETS, Endpoint
 from .s3errors import one_line
 
 _PROBE = "crds-s3-sync-probe"
-CONNECT_TIMEOUT = 10  # seconds
 
 
 def configured_region(session: object) -> str:
@@ -69,8 +68,7 @@ async def open_addresses(
             read_timeout=timeout,
             s3={"addressing_style": "path"} if endpoint.url else None,
         )
-        addresses = Addresses(session, config, endpoint.url, credentials, stack)
-        addresses.signed, addresses.found = not unsigned, found
+        addresses = Addresses(session, config, endpoint.url, credentials, found, stack)
         addresses.trust = _trust_of(await addresses.client(endpoint.bucket))
     except (BotoCoreError, ClientError) as exc:  # a missing profile, a failing process
         raise SetupError(f"AWS configuration: {one_line(exc)}") from None
@@ -80,9 +78,7 @@ async def open_addresses(
 class Addresses:
     """Clients per region, bucket regions learned from S3, and GET URLs signed on demand."""
 
-    trust: Trust
-    signed: bool
-    found: bool
+    trust: Trust  # the first client's, set by `open_addresses`
 
     def __init__(
         self,
@@ -90,10 +86,13 @@ class Addresses:
         config: AioConfig,
         endpoint_url: str | None,
         credentials: object | None,
+        found: bool,
         stack: AsyncExitStack,
     ) -> None:
         self._session, self._config, self._endpoint_url = session, config, endpoint_url
         self._credentials = credentials  # None: requests are anonymous
+        self.signed = credentials is not None
+        self.found = found  # False: looked for, none found
         self._stack = stack
         self.region = configured_region(session)
         self._clients: dict[str, object] = {}

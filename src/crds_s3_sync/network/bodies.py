@@ -3,15 +3,14 @@ object_store, its HTTP and TLS on threads of its own).
 
 Chosen by measurement (`benchmarks/engines.py`): for 5,000 small files it took
 1.1 s where aiohttp on uvloop took 2.0 s and blocking `http.client` threads
-2.2 s, and for one 2 GiB file it tied those threads, with less CPU and no Python
-between the socket and the bytes. Everything network-specific still comes from
-botocore's resolution (`addressing`, `connection`): each bucket's base URL in
-its region (virtual-hosted on AWS, path-style for custom endpoints), the proxy
-botocore picked for it, the CA bundle botocore trusts, and its credentials, with
-which obstore signs (SigV4). obstore's own retries are off (the engine's pacer
-decides), and so is its own reading of the proxy environment: each store is told
-its proxy, or told to go direct. A store is made per base URL, region, proxy and
-set of credentials, so renewed credentials get a store of their own.
+2.2 s. Where each request goes and what it is sent with comes from the run's
+`Addressing` (`environment`, or botocore's `addressing`): each bucket's base URL
+in its region (virtual-hosted on AWS, path-style for custom endpoints), the
+proxy for it, the CA bundle to trust, and the credentials, with which obstore
+signs (SigV4). obstore's own retries are off (the engine's pacer decides), and
+so is its own reading of the proxy environment: each store is told its proxy,
+or told to go direct. A store is made per base URL, region, proxy and set of
+credentials, so renewed credentials get a store of their own.
 
 obstore reports failures as text: S3's answer (status and XML) inside a message.
 `_translate` reads that back into the tool's error kinds (`s3errors`); an answer
@@ -151,13 +150,7 @@ class Bodies:
     async def read_range(self, target: Target, start: int, end: int, total: int) -> memoryview:
         """Bytes `start` to `end` (exclusive) of an object that must be `total` bytes."""
         try:
-            result = await obstore.get_async(
-                target.store, target.key, options={"range": (start, end)}
-            )
-            announced = result.meta["size"]
-            if announced != total:  # the bucket disagrees with server_config: no retry
-                raise SourceError(f"{target.where}: object is {announced} bytes, expected {total}")
-            data = await result.bytes_async()
+            data = await (await self._range(target, start, end, total)).bytes_async()
         except (obstore.exceptions.BaseError, OSError) as exc:
             raise self._translate(target, exc) from None
         if len(data) != end - start:
@@ -178,13 +171,7 @@ class Bodies:
         offsets, for parts too big to hold in memory."""
         at = start
         try:
-            result = await obstore.get_async(
-                target.store, target.key, options={"range": (start, end)}
-            )
-            if result.meta["size"] != total:
-                raise SourceError(
-                    f"{target.where}: object is {result.meta['size']} bytes, expected {total}"
-                )
+            result = await self._range(target, start, end, total)
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 view = memoryview(chunk)
                 await sink(view, at)
@@ -195,6 +182,16 @@ class Bodies:
             raise Transient(
                 f"{target.where}: connection closed after {at - start} of {end - start}"
             )
+
+    @staticmethod
+    async def _range(target: Target, start: int, end: int, total: int) -> Any:
+        """obstore's answer to a ranged GET, its body still to come, from an object of
+        `total` bytes (else no retry: the bucket disagrees with server_config)."""
+        result = await obstore.get_async(target.store, target.key, options={"range": (start, end)})
+        announced = result.meta["size"]
+        if announced != total:
+            raise SourceError(f"{target.where}: object is {announced} bytes, expected {total}")
+        return result
 
     async def size(self, target: Target) -> int:
         """An object's size, from a HEAD."""

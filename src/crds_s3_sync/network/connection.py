@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import SetupError
 
+CONNECT_TIMEOUT = 10  # seconds to open a connection, for GETs and botocore's requests alike
+
 
 @dataclass(frozen=True)
 class Proxy:

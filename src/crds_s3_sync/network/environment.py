@@ -58,21 +58,19 @@ class Plain:
 
     async def locate(self, bucket: str) -> Located:
         region = self._regions.get(bucket, self.region)
-        located = self._located.get((bucket, region))
-        if located is None:
-            located = self._located[(bucket, region)] = self.located(bucket)
+        if (bucket, region) not in self._located:
+            self._located[(bucket, region)] = self.located(bucket, region)
+        located = self._located[(bucket, region)]
         if located is None:  # a region S3 named that is outside the plain partition
-            region = self._regions[bucket]
             raise SetupError(
                 f"s3://{bucket} is in {region}, outside AWS's standard partition:"
                 f" set AWS_REGION={region}"
             )
         return located
 
-    def located(self, bucket: str) -> Located | None:
-        """`bucket`'s base URL in its region and the proxy to it; None if botocore's
+    def located(self, bucket: str, region: str) -> Located | None:
+        """`bucket`'s base URL in `region` and the proxy to it; None if botocore's
         rules are needed to spell it (see `plain`)."""
-        region = self._regions.get(bucket, self.region)
         if self._url is not None:
             client = self._url.rstrip("/")
             base = f"{client}/{bucket}/"
@@ -116,4 +114,4 @@ def plain(endpoint: Endpoint) -> Plain | None:
         elif key or secret or os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() != "true":
             return None  # half a key pair to complain about, or an instance to ask
     resolved = Plain(endpoint, credentials, found=credentials is not None or not looked)
-    return resolved if resolved.located(endpoint.bucket) is not None else None
+    return resolved if resolved.located(endpoint.bucket, resolved.region) is not None else None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import Resend, SetupError, SourceError
 from .bodies import Bodies, Target
-from .connection import Addressing
+from .connection import CONNECT_TIMEOUT, Addressing
 from .environment import plain
 from .location import Endpoint, Location
 from .s3errors import ExpiredCredentials, Translator, WrongRegion
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .addressing import Addresses
 
 T = TypeVar("T")
-CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30  # seconds; the read timeout is --timeout
+READ_TIMEOUT = 30  # seconds without a byte; --timeout
 
 
 class S3Source:
@@ -73,6 +73,10 @@ class S3Source:
                 self.endpoint, self.connections + 4, self.timeout, self._stack
             )
         return self._botocore
+
+    async def _botocore_client(self, bucket: str) -> object:
+        """botocore's client for `bucket`, for what botocore sends itself (`listing`)."""
+        return await (await self._botocore_addresses()).client(bucket)
 
     # -- object GETs -------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ class S3Source:
         """The bucket's region, as S3 tells botocore, when the answer did not say."""
         from .listing import region_of
 
-        return await region_of(await (await self._botocore_addresses()).client(bucket), bucket)
+        return await region_of(await self._botocore_client(bucket), bucket)
 
     # -- sizes and listings ------------------------------------------------------------
 
@@ -154,5 +158,5 @@ class S3Source:
         listed by botocore (see `listing`)."""
         from .listing import list_names
 
-        client = await (await self._botocore_addresses()).client(location.bucket)
+        client = await self._botocore_client(location.bucket)
         return await list_names(client, location.bucket, location.key(""), self._translator)
