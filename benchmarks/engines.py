@@ -61,6 +61,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from local_nginx import Tls, free_port, make_tls, run_nginx
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -191,93 +193,11 @@ http {{
   fastcgi_temp_path {WORK}/tmp; uwsgi_temp_path {WORK}/tmp; scgi_temp_path {WORK}/tmp;
 {servers}
 }}""")
-    server = subprocess.Popen(["nginx", "-p", str(WORK), "-c", str(conf)])
-    for port in ports.values():
-        for _ in range(100):
-            if server.poll() is not None:
-                raise SystemExit(f"nginx exited ({server.returncode}); its configuration: {conf}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    server = run_nginx(WORK, conf, list(ports.values()))
     return server, {
         "http": f"http://127.0.0.1:{ports['http']}",
         "https": f"https://127.0.0.1:{ports['https']}",
     }
-
-
-@dataclass
-class Tls:
-    ca: Path  # what the clients trust
-    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
-    key: Path
-
-
-def make_tls(where: Path) -> Tls:
-    """A test CA and a server certificate it signed (RSA 2048, SHA-256, as S3's own), made
-    once into `where`; the CA's key is not kept. The recipe of bench.py's `make_tls`, not
-    imported: bench.py imports the whole package and changes with it."""
-    import ipaddress
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    tls = Tls(where / "ca.pem", where / "server.pem", where / "server.key")
-    if all(p.exists() for p in (tls.ca, tls.cert, tls.key)):
-        return tls
-    where.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-    ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in "12")
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crds-s3-sync engines CA")])
-
-    def certificate(subject: x509.Name, public_key: Any, extensions: list) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
-        )
-        for extension, critical in extensions:
-            builder = builder.add_extension(extension, critical)
-        return builder.sign(ca_key, hashes.SHA256())
-
-    ca = certificate(ca_name, ca_key.public_key(), [(x509.BasicConstraints(True, 0), True)])
-    server = certificate(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
-        key.public_key(),
-        [
-            (x509.BasicConstraints(False, None), True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-            (
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                False,
-            ),
-        ],
-    )
-    pem = serialization.Encoding.PEM
-    tls.key.touch(mode=0o600)
-    tls.key.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    tls.cert.write_bytes(server.public_bytes(pem))
-    tls.ca.write_bytes(ca.public_bytes(pem))
-    return tls
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- in the measured process: what every engine shares -------------------------------------
