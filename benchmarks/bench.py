@@ -1009,6 +1009,23 @@ def aws(case: Case, job: Job) -> Run:
     )
 
 
+def floor(case: Case, job: Job, *extra: str) -> Run:
+    """`floor.py`: the least a verified (and, without --no-fsync, durable) sync does in
+    Python on our engine; not a peer, a measure of what crds-s3-sync adds to it."""
+    config = read_server_config(case.key_dir("config") / "server_config")
+    keys = case.root / case.bucket / "floor-keys.txt"
+    keys.write_text(
+        "".join(
+            f"{PREFIX}/{key} {config.metadata[key.rsplit('/', 1)[1]][0]} "
+            f"{config.metadata[key.rsplit('/', 1)[1]][1]}\n"
+            for key in case_keys(case)
+        )
+    )
+    ca = ["--ca", str(job.ca)] if job.ca else []
+    program = [sys.executable, str(HERE / "floor.py")]
+    return measure([*program, job.endpoint, BUCKET, str(keys), str(job.dest), *ca, *extra], job)
+
+
 def crds_s3_get(case: Case, job: Job, sample: int = 24) -> Run:
     """As `crds sync` runs it: one process per file. Sampled, then scaled to the case."""
     refs = sorted(n for n, v in case.files.items() if isinstance(v, int))
@@ -1095,6 +1112,10 @@ for _n in PINNED:
     TOOLS[f"crds-s3-sync@{_n}"] = functools.partial(ours, pinned=_n)
     TRUST[f"crds-s3-sync@{_n}"] = TRUST["crds-s3-sync"]
     PROGRAM[f"crds-s3-sync@{_n}"] = "python"
+TOOLS["floor"] = floor
+TOOLS["floor@no-fsync"] = lambda case, job: floor(case, job, "--no-fsync")
+for _name in ("floor", "floor@no-fsync"):
+    TRUST[_name], PROGRAM[_name] = "--ca", "python"
 TOOLS["crds-s3-sync@no-fsync"] = lambda case, job: ours(case, job, None, "--no-fsync")
 TRUST["crds-s3-sync@no-fsync"] = TRUST["crds-s3-sync"]
 PROGRAM["crds-s3-sync@no-fsync"] = "crds-s3-sync"

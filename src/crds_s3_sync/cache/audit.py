@@ -44,9 +44,13 @@ def check(
     Blocking (it may hash gigabytes): run it in a worker thread.
     """
     problems = []
+    listings: dict[str, set[str] | None] = {}
     for spec in plan:
         path = cache / spec.path
         try:
+            names = _listing(listings, str(path.parent))
+            if names is not None and spec.path.name not in names:
+                raise FileNotFoundError
             found = os.stat(path)
         except FileNotFoundError:
             problems.append(Problem(spec, "missing", "not in the cache"))
@@ -65,6 +69,20 @@ def check(
         elif index is not None:
             index.saw(spec, found)
     return problems
+
+
+def _listing(listings: dict[str, set[str] | None], directory: str) -> set[str] | None:
+    """The names in `directory`, read once: a name not there needs no stat (thousands
+    of missing files in an empty cache were a stat each). None where it cannot be
+    listed: then each file is looked at by itself, as before."""
+    if directory not in listings:
+        try:
+            listings[directory] = set(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            listings[directory] = set()
+        except OSError:
+            listings[directory] = None
+    return listings[directory]
 
 
 def defect(path: Path, size: int | None, sha1: str | None) -> tuple[str, str] | None:

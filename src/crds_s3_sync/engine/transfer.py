@@ -127,7 +127,7 @@ class Transfer:
         try:
             size = await self._expected_size(spec)
             resumed = None
-            if self._in_doubt(spec) and not await self._is_valid(final, spec, size):
+            if self._in_doubt(spec) and not await self._found_valid(final, spec, size):
                 resumed = await self._fetch(spec, final, size)
         except (SourceError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
@@ -180,6 +180,15 @@ class Transfer:
         """Whether `spec` needs a look: the check before the run found it missing or
         wrong, there was no such check, or every file is to be re-hashed."""
         return self.missing is None or spec.name in self.missing or self.options.verify
+
+    async def _found_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
+        """Whether `spec` is in place already. One the check before the run found
+        missing is not looked at again here: a small one is fetched (a stat each cost
+        more than the rare fetch another process made needless), a bigger one is looked
+        at once its lock is held (`_fetch`)."""
+        if self.missing is not None and not self.options.verify:
+            return False
+        return await self._is_valid(final, spec, size)
 
     async def _expected_size(self, spec: FileSpec) -> int:
         if spec.size is not None:
