@@ -15,6 +15,8 @@ import itertools
 import json
 import os
 import pickle
+import pprint
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -34,8 +36,12 @@ from conftest import (
     run_crds,
 )
 
-from crds_s3_sync.demo import build_bucket
+from crds_s3_sync.cache.mapping_index import NAME
+from crds_s3_sync.demo import build_bucket, encode_metadata
+from crds_s3_sync.rules import walker
 from crds_s3_sync.rules.pickles import read_context_pickle
+from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
+from crds_s3_sync.run import reads
 
 REAL = ["hst_0727.pmap", "hst_0728.pmap", "hst_0729.pmap"]
 SMALL = {
@@ -246,6 +252,68 @@ def test_contexts_are_chosen_from_the_pickles_in_the_bucket(
     assert pickles == [f"{context}.pkl" for context in contexts]
 
 
+def test_reading_the_pickles_says_how_far_it_is(
+    buckets, cli, crds_made: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note after each pickle here (every PROGRESS_EVERY seconds in use), counting
+    contexts and the references found so far, as crds lists them."""
+    monkeypatch.setattr(walker, "PROGRESS_EVERY", 0.0)
+    bucket = buckets["clean"]
+    result = cli(*bucket.args(), "--all", "--cache", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    said = re.search(r"read 1 of 2 context pickles: ([\d,]+) references so far", result.stderr)
+    assert said, result.stderr
+    either = {len(crds_made[context]["references"]) for context in SMALL}  # read at once
+    assert int(said.group(1).replace(",", "")) in either
+
+
+def test_a_rerun_reads_no_pickle_an_earlier_run_read(
+    endpoint: str, s3, cli, crds_made: dict, tmp_path: Path
+) -> None:
+    """The tree read from a context's pickle is kept (mapping_index) and trusted while
+    server_config gives the context the same SHA-1; --verify, or a new SHA-1, reads the
+    pickle again. Shown by breaking the bucket's pickle after the first run."""
+    name, context = f"hst-index-{os.getpid()}", "hst_0730.pmap"
+    s3.create_bucket(Bucket=name)
+    pickles = {context: crds_made[context]["pickle"]}
+    references = build_bucket(s3, name, "crds", RULES, "hst", reference_size, pickles=pickles)
+    bucket = Bucket(name, "crds", "hst", endpoint, references)
+    config_key = "crds/config/hst/server_config"
+    config = parse_server_config(
+        s3.get_object(Bucket=name, Key=config_key)["Body"].read().decode(), "t"
+    ).raw
+    metadata = {
+        k: (m.size, m.sha1)
+        for k, m in decode_download_metadata(config["download_metadata"], "t").items()
+    }
+
+    def give_context(sha1: str) -> None:  # as the real server_configs list every context
+        metadata[context] = (1000, sha1)
+        config["download_metadata"] = encode_metadata(metadata)
+        s3.put_object(Bucket=name, Key=config_key, Body=pprint.pformat(config).encode())
+
+    give_context("1" * 40)
+    cache = tmp_path / "cache"
+    args = [*bucket.args(), "--context", context, "--cache", cache, "--json", "-q"]
+    first = cli(*args)
+    assert first.exit_code == 0, first.stderr
+    tree = json.loads((cache / "config/hst" / NAME).read_text())["mappings"][f"{context}.pkl"]
+    assert sorted(tree["tree"].split("\n")) == sorted(crds_made[context]["mappings"])
+    s3.put_object(Bucket=name, Key=f"crds/pickles/hst/{context}.pkl", Body=b"not a pickle")
+
+    again = cli(*args)
+    assert again.exit_code == 0, again.stderr
+    report, before = json.loads(again.stdout), json.loads(first.stdout)
+    assert (report["key"], report["files"]) == (before["key"], before["files"])
+    assert report["downloaded"] == 0 and report["skipped"] == before["files"]
+    for extra, change in (("--verify", None), (None, "2" * 40)):
+        if change:
+            give_context(change)
+        result = cli(*args, *([extra] if extra else []))
+        assert result.exit_code == 2
+        assert f"{context}.pkl: not a readable context pickle" in final_lines(result.stderr)[0]
+
+
 def test_pickles_can_be_asked_for_where_mappings_exist(make_bucket, cli, tmp_path: Path) -> None:
     bucket = make_bucket("roman")  # mappings, no pickles
     env = {"CRDS_USE_PICKLED_CONTEXTS": "1"}
@@ -299,6 +367,26 @@ def test_a_pickle_that_would_run_code_runs_nothing(
     assert f"{context}.pkl: refused global" in lines[0]
     assert not marker.exists()
     assert not cache.exists() or files_under(cache) == set()
+
+
+def test_pickles_read_in_worker_processes_give_the_same_names_and_run_nothing(
+    buckets, s3, cli, crds_made: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many pickles are read by a pool of processes (here from the first): the plan is
+    crds's own, and a hostile pickle there is still refused in one line."""
+    monkeypatch.setattr(reads, "POOL_FROM", 1)
+    bucket = buckets["clean"]
+    result = cli(*bucket.args(), "--all", "--cache", tmp_path / "a", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    planned = {e["name"] for e in json.loads(result.stdout)["plan"] if e["kind"] == "reference"}
+    assert planned == {r for c in SMALL for r in crds_made[c]["references"]}
+    marker = tmp_path / "ran"
+    bucket, context = tamper(s3, buckets, hostile_pickles(marker)["os.system"])
+    result = cli(*bucket.args(), "--context", context, "--cache", tmp_path / "b")
+    assert result.exit_code == 2
+    lines = final_lines(result.stderr)
+    assert len(lines) == 1 and f"{context}.pkl: refused global" in lines[0]
+    assert not marker.exists()
 
 
 def broken_pickles(real: bytes, reference: str) -> dict[str, tuple[bytes, str]]:

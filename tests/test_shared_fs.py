@@ -92,12 +92,17 @@ def test_without_file_locks_the_sync_says_so_once_and_goes_on(make_bucket, tmp_p
         )
         for _ in range(2)
     ]
+    told = 0
     for run in runs:
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
         said = [line for line in err.splitlines() if "no file locks here (ENOLCK)" in line]
-        assert len(said) == 1, err
-        assert "runs sharing this cache may fetch the same file" in said[0]
+        # A run that starts after the other has finished (a loaded machine) has
+        # nothing to fetch, so takes no lock and has nothing to say.
+        assert len(said) == (0 if "\n0 files to fetch" in f"\n{err}" else 1), err
+        told += len(said)
+        assert all("runs sharing this cache may fetch the same file" in line for line in said)
+    assert told >= 1
     assert (cache / "references/roman" / DARK).read_bytes() == bucket.references[DARK]
     check = subprocess.run(
         command(bucket, cache, "--all", "--check", "--verify", "--json", "-q"),

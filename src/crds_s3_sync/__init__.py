@@ -2,7 +2,8 @@
 
 The folders are the layers, each importing only from those listed before it:
 
-- `errors`, `pool`: what every layer shares (the error kinds; bounded task pools)
+- `errors`, `pool`: what every layer shares (the error kinds; bounded task pools,
+  worker processes)
 - `network/`: S3 behind one seam (`source`): `location` (bucket, prefix,
   endpoint), `connection` (what a request is sent with: URL, proxy, CA bundle,
   keys), `environment` (those read from a plain environment) and `addressing`

@@ -78,6 +78,10 @@ def build_bucket(
         for context, data in pickles.items():
             files[f"pickles/{observatory}/{context}.pkl"] = data
             refs += [r for m in read_context_pickle(context, data, context) for r in m.references]
+        for path in mapping_dir.iterdir():  # not in the bucket, but listed, as HST's are
+            if is_mapping_name(path.name):
+                data = path.read_bytes()
+                metadata[path.name] = (len(data), hashlib.sha1(data).hexdigest())
     else:
         names = mappings or sorted(p.name for p in mapping_dir.iterdir() if is_mapping_name(p.name))
         for name in names:

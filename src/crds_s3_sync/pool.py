@@ -4,12 +4,17 @@ Starting a task per file would hold 40,000 coroutines for a big sync; instead
 `for_each` runs `limit` workers that pull from one shared iterator, so memory
 stays flat however long the plan is. `task_group` is anyio's task group, except
 that the first failure comes out as itself, not wrapped in an ExceptionGroup,
-so callers can catch SyncError and friends.
+so callers can catch SyncError and friends. `Processes` runs CPU-bound work
+(reading HST's context pickles) on the other cores.
 """
 
+import asyncio
+import multiprocessing
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -37,6 +42,25 @@ async def for_each(items: Iterable[T], work: Callable[[T], Awaitable[None]], lim
     async with task_group() as group:
         for _ in range(max(1, limit)):
             group.start_soon(worker)
+
+
+class Processes:
+    """A pool of worker processes, one per core this process may use, started when
+    first given work. They come from a fork server that imports `preload` once: a
+    plain fork would copy a process whose other threads (obstore's) may hold locks,
+    and starting each worker afresh would import the package in each."""
+
+    def __init__(self, preload: list[str]) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(preload)
+        self.workers = len(os.sched_getaffinity(0))
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(cancel_futures=True)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -13,8 +13,10 @@ that the two agree on real contexts.
 
 import gc
 import io
+import json
 import os
 import pickle
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,12 +121,27 @@ class _Unpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not used by crds")
 
 
-def read_context_pickle(context: str, data: bytes, where: str) -> list[Mapping]:
-    """Every mapping in the pickled `context`, the context itself first."""
+def read_context_pickle(
+    context: str, data: bytes, where: str, seen: dict[str, Mapping] | None = None
+) -> list[Mapping]:
+    """Every mapping in the pickled `context`, the context itself first. A mapping
+    `seen` (read from another context's pickle: most are shared) is taken from there
+    with all it names, not read again: a mapping never changes under its name."""
     # 70,000 new objects would set off several full garbage collections, which
     # made the load two to three times slower; they make no cycles worth chasing.
+    # Collection stays off until they are let go: on again while they lived, the
+    # walk's first allocations set off one that went through all of them (0.1 s a
+    # 4 MB pickle, as long as the load).
     collecting = gc.isenabled()
     gc.disable()
+    try:
+        return _read(context, data, where, seen or {})
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read(context: str, data: bytes, where: str, seen: dict[str, Mapping]) -> list[Mapping]:
     try:
         root = _Unpickler(data, where).load()
     except FormatError:
@@ -134,16 +151,53 @@ def read_context_pickle(context: str, data: bytes, where: str) -> list[Mapping]:
         raise FormatError(
             f"{where}: not a readable context pickle ({type(exc).__name__}: {detail})"
         ) from None
-    finally:
-        if collecting:
-            gc.enable()
     if not isinstance(root, Recorded) or _level(root) is None:
         found = root.crds_class if isinstance(root, Recorded) else type(root).__name__
         raise FormatError(f"{where}: holds a {found}, not a crds context")
-    mappings = list(_mappings(root, where))
+    mappings = list(_mappings(root, where, seen))
     if mappings[0].name != context:
         raise FormatError(f"{where}: holds context {mappings[0].name!r}, not {context!r}")
     return mappings
+
+
+class TreeReader:
+    """Context pickles read one after another, each mapping once: a mapping a
+    context shares with one read before (most of them) is not walked again."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Mapping] = {}
+
+    def read(self, context: str, data: bytes, where: str) -> tuple[list[str], list[Mapping]]:
+        """The names of the context's mappings, and those of its mappings that are
+        new to this reader."""
+        names, new = [], []
+        for mapping in read_context_pickle(context, data, where, self.seen):
+            names.append(mapping.name)
+            if mapping.name not in self.seen:
+                self.seen[mapping.name] = mapping
+                new.append(mapping)
+        return names, new
+
+
+_READER = TreeReader()  # a worker process's own
+
+
+def read_in_worker(context: str, data: bytes, where: str) -> str:
+    """`TreeReader.read` in a worker process, its answer as JSON text: what comes back
+    to the main process is data it decodes, never a pickle for it to load."""
+    names, new = _READER.read(context, data, where)
+    fields = [[m.name, m.level, m.instrument, m.mappings, m.references] for m in new]
+    return json.dumps([names, fields])
+
+
+def from_worker(answer: str) -> tuple[list[str], list[Mapping]]:
+    """A worker's answer (`read_in_worker`); names shared by many rmaps kept once."""
+    names, fields = json.loads(answer)
+    new = [
+        Mapping(name, level, instrument, tuple(children), tuple(map(sys.intern, references)))
+        for name, level, instrument, children, references in fields
+    ]
+    return names, new
 
 
 def _level(obj: Any) -> str | None:
@@ -152,9 +206,9 @@ def _level(obj: Any) -> str | None:
     return None
 
 
-def _mappings(root: Recorded, where: str) -> Iterator[Mapping]:
+def _mappings(root: Recorded, where: str, seen: dict[str, Mapping]) -> Iterator[Mapping]:
     """Walk the loaded mapping tree (context -> instruments -> rmaps), each mapping once."""
-    seen: set[str] = set()
+    emitted: set[str] = set()
     stack = [root]
     while stack:
         obj = stack.pop()
@@ -165,9 +219,12 @@ def _mappings(root: Recorded, where: str) -> Iterator[Mapping]:
         if not isinstance(filename, str):
             raise FormatError(f"{where}: a mapping whose filename is {_describe(filename)}")
         name = check_name(os.path.basename(filename), where)
-        if name in seen:
+        if name in emitted:
             continue
-        seen.add(name)
+        if name in seen:
+            yield from _seen_tree(seen[name], seen, emitted)
+            continue
+        emitted.add(name)
         if level == "reference":
             instrument = obj.field("instrument", where)
             if not isinstance(instrument, str):
@@ -178,6 +235,18 @@ def _mappings(root: Recorded, where: str) -> Iterator[Mapping]:
             children = _selections(obj.field("selections", where), name, where)
             yield Mapping(name, level, None, tuple(sorted(children)), ())
             stack.extend(children[child] for child in sorted(children, reverse=True))
+
+
+def _seen_tree(top: Mapping, seen: dict[str, Mapping], emitted: set[str]) -> Iterator[Mapping]:
+    """`top` and what it names, as read before, in the walk's order."""
+    stack = [top]
+    while stack:
+        mapping = stack.pop()
+        if mapping.name in emitted:
+            continue
+        emitted.add(mapping.name)
+        yield mapping
+        stack.extend(seen[child] for child in reversed(mapping.mappings))
 
 
 def _selections(selections: Any, name: str, where: str) -> dict[str, Recorded]:
@@ -225,7 +294,7 @@ def _references(selector: Any, rmap: str, where: str) -> Iterator[str]:
             else:
                 raise FormatError(f"{where}: {rmap}: a choice is {_describe(choice)}")
     for name in sorted(found - SPECIAL_VALUES):
-        yield check_name(name, where)
+        yield sys.intern(check_name(name, where))  # each rmap names most of its sibling's
 
 
 def _choice(selection: Any, rmap: str, where: str) -> Any:

@@ -80,8 +80,8 @@ def build_plan(
     plan = [spec(Kind.config, SERVER_CONFIG, settings.config, meta=config_meta)]
     if walk.pickles:  # HST: the context pickles stand in for the mapping files
         plan += [
-            spec(Kind.pickle, name, settings.pickles, meta=_meta_of(data))
-            for name, data in sorted(walk.pickles.items())
+            spec(Kind.pickle, name, settings.pickles, meta=meta)
+            for name, meta in sorted(walk.pickles.items())
         ]
     else:
         plan += [spec(Kind.mapping, name, settings.mappings) for name in sorted(walk.mappings)]

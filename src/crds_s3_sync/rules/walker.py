@@ -8,7 +8,9 @@ The result must equal what the crds library's `mapping_names()` and
 contexts.
 """
 
+import hashlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,11 +19,20 @@ from ..network.location import Location
 from ..pool import for_each
 from .mapping import Mapping, is_mapping_name, parse_mapping
 from .names import check_name, is_plain_name
-from .pickles import read_context_pickle
-from .server_config import ServerConfig
+from .server_config import FileMeta, ServerConfig
 
 FetchMapping = Callable[[str], Awaitable[bytes]]  # a mapping's (or context pickle's) bytes
 KnownMapping = Callable[[str], Mapping | None]  # a mapping already parsed on an earlier run
+# A context's tree as read from its pickle on an earlier run, and that pickle's size and SHA-1
+KnownTree = Callable[[str], tuple[list[Mapping], FileMeta] | None]
+# A context pickle read (context, bytes, where): its mappings' names, and the mappings
+# new to the reader (`pickles.TreeReader`)
+ReadTree = Callable[[str, bytes, str], Awaitable[tuple[list[str], list[Mapping]]]]
+Say = Callable[[str], None]  # progress, for a person
+# Context pickles read at once: each is parsed on the event loop as it arrives, so more
+# in flight would only wait there, a few MB each (514 of them held 2 GB).
+PICKLES_AT_ONCE = 8
+PROGRESS_EVERY = 2.0  # seconds between progress notes while pickles are read
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,11 @@ class Walk:
     mappings: dict[str, Mapping] = field(default_factory=dict)
     mapping_bytes: dict[str, bytes] = field(default_factory=dict)
     references: dict[str, str | None] = field(default_factory=dict)  # name -> instrument
-    pickles: dict[str, bytes] = field(default_factory=dict)  # HST: "<context>.pkl" -> bytes
+    # HST: "<context>.pkl" -> the size and SHA-1 of the bytes parsed, which the
+    # transfer fetches again and must match (they are not held: 3 MB a context)
+    pickles: dict[str, FileMeta] = field(default_factory=dict)
+    trees: dict[str, list[str]] = field(default_factory=dict)  # HST: context -> its mappings
+    parsed: set[str] = field(default_factory=set)  # HST: contexts whose pickle was read
 
 
 def select_contexts(
@@ -96,18 +111,50 @@ async def walk(
 
 
 async def walk_pickles(
-    contexts: list[str], fetch: FetchMapping, jobs: int, location: Location
+    contexts: list[str],
+    fetch: FetchMapping,
+    read: ReadTree,
+    location: Location,
+    say: Say,
+    known: KnownTree | None = None,
 ) -> Walk:
-    """The same walk from context pickles (HST), each of which holds its whole tree."""
+    """The same walk from context pickles (HST), each of which holds its whole tree;
+    contexts `known` need neither fetching nor reading. Each pickle's bytes are let go
+    once read; `say` hears how far it is."""
     result = Walk(contexts)
+    todo = sorted(set(contexts))
+    found: set[str] = set()
+    last = time.monotonic()
+
+    def take(mappings: list[Mapping]) -> None:
+        for mapping in mappings:
+            if mapping.name not in result.mappings:
+                result.mappings[mapping.name] = mapping
+                found.update(mapping.references)
 
     async def load(context: str) -> None:
-        data = await fetch(context)
-        for mapping in read_context_pickle(context, data, f"{location}/{context}.pkl"):
-            result.mappings.setdefault(mapping.name, mapping)
-        result.pickles[f"{context}.pkl"] = data
+        nonlocal last
+        tree = known(context) if known else None
+        if tree is None:
+            data = await fetch(context)
+            meta = FileMeta(len(data), hashlib.sha1(data).hexdigest())
+            names, new = await read(context, data, f"{location}/{context}.pkl")
+            del data
+            take(new)
+            result.parsed.add(context)
+        else:
+            mappings, meta = tree
+            names = [mapping.name for mapping in mappings]
+            take(mappings)
+        result.trees[context], result.pickles[f"{context}.pkl"] = names, meta
+        if time.monotonic() - last >= PROGRESS_EVERY and len(result.trees) < len(todo):
+            last = time.monotonic()
+            say(
+                f"read {len(result.trees):,} of {len(todo):,} context pickles: "
+                f"{len(found):,} references so far"
+            )
 
-    await for_each(sorted(set(contexts)), load, jobs)
+    await for_each(todo, load, PICKLES_AT_ONCE)
     _collect_references(result)
     return result
 

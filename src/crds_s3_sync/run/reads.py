@@ -7,6 +7,8 @@ Each read is bounded (LIMITS): a hostile bucket cannot fill memory with a
 import functools
 import hashlib
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,12 +16,18 @@ from ..cache.mapping_index import MappingIndex
 from ..engine.paced import Paced
 from ..errors import FormatError, NotFound, SourceError, SyncError
 from ..network.location import Location
+from ..pool import Processes
 from ..rules.layout import Kind, relative_path
 from ..rules.mapping import Mapping
+from ..rules.pickles import TreeReader, from_worker, read_in_worker
 from ..rules.plans import SERVER_CONFIG
-from ..rules.server_config import ServerConfig, parse_server_config
-from ..rules.walker import Selection, select_contexts
+from ..rules.server_config import FileMeta, ServerConfig, parse_server_config
+from ..rules.walker import ReadTree, Selection, select_contexts
 from .settings import Settings
+
+# From this many context pickles to read, they are read on every core: a pickle is
+# 0.1-0.2 s of CPU, starting the workers about as much.
+POOL_FROM = 8
 
 # The most a file read into memory for planning may be: many times the biggest real
 # one (HST's server_config 2 MB, rmaps 0.4 MB, context pickles 4 MB).
@@ -81,10 +89,70 @@ async def _exists(source: Paced, location: Location, name: str) -> bool:
     return True
 
 
+@asynccontextmanager
+async def tree_reader(contexts: int) -> AsyncIterator[ReadTree]:
+    """How the walk reads context pickles: for a few, here, on the event loop; for
+    many, in worker processes, one per core (started only if a pickle is read: a
+    re-run that knows every context's tree starts none)."""
+    if contexts < POOL_FROM or len(os.sched_getaffinity(0)) < 2:
+        reader = TreeReader()
+
+        async def read_here(
+            context: str, data: bytes, where: str
+        ) -> tuple[list[str], list[Mapping]]:
+            return reader.read(context, data, where)
+
+        yield read_here
+        return
+    pool = Processes([read_in_worker.__module__])
+
+    async def read_there(context: str, data: bytes, where: str) -> tuple[list[str], list[Mapping]]:
+        return from_worker(await pool.run(read_in_worker, context, data, where))
+
+    try:
+        yield read_there
+    finally:
+        pool.close()
+
+
 @dataclass
 class PickleFetcher:
+    """Context pickles for the walk, and the trees an earlier run read from them."""
+
     source: Paced
     settings: Settings
+    server_config: ServerConfig
+    index: MappingIndex
+    _mappings: dict[str, Mapping] = field(default_factory=dict)  # contexts share most
+
+    def known(self, context: str) -> tuple[list[Mapping], FileMeta] | None:
+        """The tree of `context` as an earlier run read it from its pickle, while
+        server_config gives the context (and each of its mappings) the SHA-1 it had
+        then, and the cached pickle has the size it had."""
+        metadata = self.server_config.metadata
+        meta = metadata.get(context)
+        found = self.index.tree(context, meta.sha1) if meta else None
+        if found is None:
+            return None
+        names, pickle = found
+        settings = self.settings
+        where = relative_path(Kind.pickle, f"{context}.pkl", settings.observatory, settings.layout)
+        try:
+            if os.stat(os.path.join(settings.cache, where)).st_size != pickle.size:
+                return None
+        except OSError:
+            return None
+        mappings = []
+        for name in names:
+            mapping = self._mappings.get(name)
+            if mapping is None:
+                mapping_meta = metadata.get(name)
+                mapping = self.index.get(name, mapping_meta.sha1) if mapping_meta else None
+                if mapping is None:
+                    return None
+                self._mappings[name] = mapping
+            mappings.append(mapping)
+        return mappings, pickle
 
     async def __call__(self, context: str) -> bytes:
         try:

@@ -23,8 +23,15 @@ from ..errors import SyncError
 from ..network.source import S3Source
 from ..rules.layout import Kind, relative_path
 from ..rules.plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
-from ..rules.walker import Selection, walk, walk_pickles
-from .reads import MappingFetcher, PickleFetcher, choose_contexts, load_server_config
+from ..rules.server_config import ServerConfig
+from ..rules.walker import Selection, Walk, walk, walk_pickles
+from .reads import (
+    MappingFetcher,
+    PickleFetcher,
+    choose_contexts,
+    load_server_config,
+    tree_reader,
+)
 from .settings import Settings
 from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
 
@@ -77,11 +84,15 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
         what = "context pickles" if pickles else "mappings"
         ledger.note(f"reading the {what} of {counted(contexts, 'context')}")
         verified = VerifiedIndex.load(settings.cache, settings.observatory)
+        index = MappingIndex.load(settings.cache, settings.observatory)
         if pickles:
-            fetch_pickle = PickleFetcher(paced, settings)
-            walked = await walk_pickles(contexts, fetch_pickle, jobs, settings.pickles)
+            fetch_pickle = PickleFetcher(paced, settings, server_config, index)
+            known_tree = None if options.transfer.verify else fetch_pickle.known
+            async with tree_reader(len(contexts)) as read:
+                walked = await walk_pickles(
+                    contexts, fetch_pickle, read, settings.pickles, ledger.note, known_tree
+                )
         else:
-            index = MappingIndex.load(settings.cache, settings.observatory)
             fetcher = MappingFetcher(paced, settings, server_config, contexts, index)
             known = None if options.transfer.verify else fetcher.known
             walked = await walk(contexts, fetcher, jobs, known)
@@ -111,18 +122,14 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
             await organize_references(needed, settings, options.dry_run, ledger)
         fetch = await _act(options, settings, result, needed, verified)
         if fetch is not None:
-            prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes, **walked.pickles}
+            prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes}
             transfer = Transfer(source, pacer, settings.cache, options.transfer, prefetched)
             await fetch_files(transfer, fetch, settings, verified)
             try:
                 write_cache_config(
                     settings.cache, settings.observatory, settings.layout, server_config.bad_files
                 )
-                if not pickles:  # the walk checked these bytes against server_config
-                    for name in walked.mapping_bytes:
-                        if meta := server_config.metadata.get(name):
-                            index.remember(walked.mappings[name], meta.sha1)
-                    index.save()
+                remember_walk(index, walked, server_config)
             except OSError as exc:
                 raise SyncError(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
@@ -131,6 +138,27 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
                 result.purged = await purge(needed, settings, options.purge, False, verified)
     result.seconds = time.monotonic() - start
     return result
+
+
+def remember_walk(index: MappingIndex, walked: Walk, server_config: ServerConfig) -> None:
+    """What this run parsed, for the next to trust (`mapping_index`): mappings whose
+    bytes the walk checked against server_config, and the trees of the contexts read
+    from pickles whose every mapping server_config gives a SHA-1."""
+    metadata = server_config.metadata
+    for name in walked.mapping_bytes:
+        if meta := metadata.get(name):
+            index.remember(walked.mappings[name], meta.sha1)
+    for context in walked.parsed:
+        names = walked.trees[context]
+        shas = {name: meta.sha1 for name in names if (meta := metadata.get(name))}
+        context_meta = metadata.get(context)
+        if context_meta is None or len(shas) < len(names):
+            continue  # not all of it can be checked against server_config next time
+        for name, sha1 in shas.items():
+            index.remember(walked.mappings[name], sha1)
+        pickle = walked.pickles[f"{context}.pkl"]
+        index.remember_tree(context, context_meta.sha1, names, pickle)
+    index.save()
 
 
 async def _act(
