@@ -84,10 +84,9 @@ class MappingIndex:
         """Names kept as one string; each checked once (most are shared), one copy
         of each kept."""
         names = tuple(map(sys.intern, text.split("\n"))) if text else ()
-        for name in names:
-            if name not in self._checked:
-                check_name(name, "name")
-                self._checked.add(name)
+        for name in set(names).difference(self._checked):
+            check_name(name, "name")
+            self._checked.add(name)
         return names
 
     def remember_tree(self, context: str, sha1: str, names: list[str], pickle: FileMeta) -> None:
