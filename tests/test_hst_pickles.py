@@ -39,7 +39,7 @@ from conftest import (
 from crds_s3_sync.cache.mapping_index import NAME
 from crds_s3_sync.demo import build_bucket, encode_metadata
 from crds_s3_sync.rules import walker
-from crds_s3_sync.rules.pickles import read_context_pickle
+from crds_s3_sync.rules.pickles import TreeReader, read_context_pickle
 from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
 from crds_s3_sync.run import reads
 
@@ -147,6 +147,22 @@ def test_names_from_a_pickle_are_crds_own(crds_made: dict, context: str) -> None
     assert ours["instruments"] == {
         name: set(found) for name, found in crds_view["instruments"].items()
     }
+
+
+def test_contexts_read_one_after_another_share_mappings_and_stay_crds_own(
+    crds_made: dict,
+) -> None:
+    """One reader takes each mapping a context shares with one read before from what it
+    read then (`TreeReader`), in either order: every context's names are still crds's."""
+    for order in (REAL + list(SMALL), list(SMALL) + REAL[::-1]):
+        reader = TreeReader()
+        for context in order:
+            names, new = reader.read(context, crds_made[context]["pickle"], context)
+            assert sorted(names) == crds_made[context]["mappings"]
+            references = {r for name in names for r in reader.seen[name].references}
+            assert sorted(references) == crds_made[context]["references"]
+            assert {m.name for m in new} <= set(names)
+        assert len(reader.seen) == len({m for c in order for m in crds_made[c]["mappings"]})
 
 
 def test_the_real_contexts_include_retired_instruments(crds_made: dict) -> None:
