@@ -53,8 +53,8 @@ class Processes:
     def __init__(self, preload: list[str]) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(preload)
-        self.workers = len(os.sched_getaffinity(0))
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+        workers = len(os.sched_getaffinity(0))
+        self._executor = ProcessPoolExecutor(workers, mp_context=context)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

@@ -76,7 +76,7 @@ def build_plan(
             relative_path(kind, name, obs, layout, instrument),
         )
 
-    config_meta = _meta_of(server_config_bytes)
+    config_meta = FileMeta.of(server_config_bytes)
     plan = [spec(Kind.config, SERVER_CONFIG, settings.config, meta=config_meta)]
     if walk.pickles:  # HST: the context pickles stand in for the mapping files
         plan += [
@@ -90,11 +90,6 @@ def build_plan(
         for name in sorted(walk.references)
     ]
     return plan
-
-
-def _meta_of(data: bytes) -> FileMeta:
-    """For files the walk already holds: the cache gets exactly the bytes it read."""
-    return FileMeta(len(data), hashlib.sha1(data).hexdigest())
 
 
 def cache_key(plan: list[FileSpec], observatory: str, layout: Layout) -> str:

@@ -10,6 +10,7 @@ import ast
 import base64
 import binascii
 import gzip
+import hashlib
 import json
 import re
 import zlib
@@ -26,6 +27,12 @@ _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 class FileMeta:
     size: int
     sha1: str
+
+    @classmethod
+    def of(cls, data: bytes) -> "FileMeta":
+        """Of bytes in hand (server_config, a context pickle): the cache gets exactly
+        the bytes that were read."""
+        return cls(len(data), hashlib.sha1(data).hexdigest())
 
 
 @dataclass(frozen=True)

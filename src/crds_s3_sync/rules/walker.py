@@ -8,7 +8,6 @@ The result must equal what the crds library's `mapping_names()` and
 contexts.
 """
 
-import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +28,9 @@ KnownTree = Callable[[str], tuple[list[Mapping], FileMeta] | None]
 # new to the reader (`pickles.TreeReader`)
 ReadTree = Callable[[str, bytes, str], Awaitable[tuple[list[str], list[Mapping]]]]
 Say = Callable[[str], None]  # progress, for a person
-# Context pickles read at once: each is parsed on the event loop as it arrives, so more
-# in flight would only wait there, a few MB each (514 of them held 2 GB).
+# Context pickles fetched at once: each waits, a few MB in memory, until it is read (on
+# the event loop, or by one of a worker per core), so more would only wait longer (514
+# of them held 2 GB).
 PICKLES_AT_ONCE = 8
 PROGRESS_EVERY = 2.0  # seconds between progress notes while pickles are read
 
@@ -137,7 +137,7 @@ async def walk_pickles(
         tree = known(context) if known else None
         if tree is None:
             data = await fetch(context)
-            meta = FileMeta(len(data), hashlib.sha1(data).hexdigest())
+            meta = FileMeta.of(data)
             names, new = await read(context, data, f"{location}/{context}.pkl")
             del data
             take(new)

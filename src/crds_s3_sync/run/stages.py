@@ -148,16 +148,18 @@ def remember_walk(index: MappingIndex, walked: Walk, server_config: ServerConfig
     for name in walked.mapping_bytes:
         if meta := metadata.get(name):
             index.remember(walked.mappings[name], meta.sha1)
+    in_trees: dict[str, str] = {}  # each mapping once: most are in many contexts' trees
     for context in walked.parsed:
         names = walked.trees[context]
         shas = {name: meta.sha1 for name in names if (meta := metadata.get(name))}
         context_meta = metadata.get(context)
         if context_meta is None or len(shas) < len(names):
             continue  # not all of it can be checked against server_config next time
-        for name, sha1 in shas.items():
-            index.remember(walked.mappings[name], sha1)
+        in_trees.update(shas)
         pickle = walked.pickles[f"{context}.pkl"]
         index.remember_tree(context, context_meta.sha1, names, pickle)
+    for name, sha1 in in_trees.items():
+        index.remember(walked.mappings[name], sha1)
     index.save()
 
 
