@@ -953,11 +953,17 @@ def s5cmd_command(case: Case, job: Job, workers: int | None = JOBS) -> list[str]
 
 
 def rclone(case: Case, job: Job) -> Run:
-    """`rclone copy` of exactly the case's files (--files-from, the source not listed), to
-    an anonymous S3 remote configured by environment variables only. On rerun it looks at
-    the destination (no --no-check-dest) and skips files of the same size and modtime."""
+    """`rclone copy` of exactly the case's files; on rerun it looks at the destination."""
     files = case.root / case.bucket / "rclone-files.txt"
     files.write_text("\n".join(case_keys(case)) + "\n")
+    return rclone_copy(job, files, case.rerun)
+
+
+def rclone_copy(job: Job, files: Path, rerun: bool) -> Run:
+    """`rclone copy` of the keys listed in `files` (--files-from, the source not
+    listed), to an anonymous S3 remote configured by environment variables only. With
+    `rerun` it looks at the destination (no --no-check-dest) and skips files of the same
+    size and modtime."""
     remote = {
         "TYPE": "s3",
         "PROVIDER": "Other",
@@ -979,7 +985,7 @@ def rclone(case: Case, job: Job) -> Run:
             str(files),
             "--no-traverse",
             # The destination is empty: do not look there first (unless it is not).
-            *([] if case.rerun else ["--no-check-dest"]),
+            *([] if rerun else ["--no-check-dest"]),
             "--ignore-checksum",  # nginx's ETag is no MD5; nothing to check but sizes
             "--transfers",
             str(RCLONE_TRANSFERS),
@@ -1014,13 +1020,11 @@ def floor(case: Case, job: Job, *extra: str) -> Run:
     Python on our engine; not a peer, a measure of what crds-s3-sync adds to it."""
     config = read_server_config(case.key_dir("config") / "server_config")
     keys = case.root / case.bucket / "floor-keys.txt"
-    keys.write_text(
-        "".join(
-            f"{PREFIX}/{key} {config.metadata[key.rsplit('/', 1)[1]][0]} "
-            f"{config.metadata[key.rsplit('/', 1)[1]][1]}\n"
-            for key in case_keys(case)
-        )
-    )
+    lines = []
+    for key in case_keys(case):
+        size, sha1 = config.metadata[key.rsplit("/", 1)[1]]
+        lines.append(f"{PREFIX}/{key} {size} {sha1}\n")
+    keys.write_text("".join(lines))
     ca = ["--ca", str(job.ca)] if job.ca else []
     program = [sys.executable, str(HERE / "floor.py")]
     return measure([*program, job.endpoint, BUCKET, str(keys), str(job.dest), *ca, *extra], job)

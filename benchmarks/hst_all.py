@@ -43,6 +43,7 @@ from bench import (
     file_system,
     load_average,
     measure,
+    rclone_copy,
     read_server_config,
     start_nginx,
     tool_path,
@@ -55,7 +56,6 @@ from crds_s3_sync.rules.pickles import read_context_pickle
 OBS = "hst"
 ROOT = WORK / "hst-all"
 SRV = ROOT / "srv"
-RCLONE_TRANSFERS = 64
 
 # Run by crds's Python: argv[1] the pickles' directory, argv[2:] the contexts. Prints
 # the contexts it pickled, one a line; one crds cannot load is left out.
@@ -164,19 +164,6 @@ def ours(endpoint: str, job: Job) -> Run:
     return measure([*command, "--cache", str(job.dest), "--quiet", "--all"], job)
 
 
-def rclone(endpoint: str, job: Job, keys: Path, rerun: bool) -> Run:
-    remote = {"TYPE": "s3", "PROVIDER": "Other", "ENDPOINT": endpoint, "ENV_AUTH": "false"}
-    remote |= {"FORCE_PATH_STYLE": "true", "REGION": "us-east-1"}
-    env = {f"RCLONE_CONFIG_BENCH_{k}": v for k, v in remote.items()}
-    env["RCLONE_CONFIG"] = str(WORK / "rclone.conf")
-    (WORK / "rclone.conf").touch()
-    command = ["rclone", "copy", f"bench:{BUCKET}/{PREFIX}", str(job.dest)]
-    command += ["--files-from", str(keys), "--no-traverse", "--ignore-checksum"]
-    command += [] if rerun else ["--no-check-dest"]
-    command += ["--transfers", str(RCLONE_TRANSFERS), "--checkers", str(RCLONE_TRANSFERS)]
-    return measure(command, job, env=env)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -201,7 +188,7 @@ def main() -> None:
                 for rerun in (False, True):
                     job = Job(endpoint, dest, env, WORK / f"hst-{tool}.log", keep=rerun)
                     if tool == "rclone":
-                        run = rclone(endpoint, job, key_file, rerun)
+                        run = rclone_copy(job, key_file, rerun)
                     else:
                         run = ours(endpoint, job)
                     label = f"{tool} {'re-run' if rerun else 'first'}"
