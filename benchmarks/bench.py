@@ -162,7 +162,10 @@ PROFILE_RULES: list[tuple[str, str]] = [
     (
         PLANNING,
         _functions(
-            "load_server_config",
+            "read_server_config",
+            "decode_server_config",
+            "make_plan",
+            r"last_plan\.load",
             "parse_server_config",
             "choose_contexts",
             "select_contexts",

@@ -316,12 +316,16 @@ def test_a_rerun_reads_no_pickle_an_earlier_run_read(
     tree = json.loads((cache / "config/hst" / NAME).read_text())["mappings"][f"{context}.pkl"]
     assert sorted(tree["tree"].split("\n")) == sorted(crds_made[context]["mappings"])
     s3.put_object(Bucket=name, Key=f"crds/pickles/hst/{context}.pkl", Body=b"not a pickle")
+    # A bucket update elsewhere: a new server_config (so no plan of the last run holds,
+    # `last_plan`), the same SHA-1 for the context
+    metadata["hst_unrelated_0001.fits"] = (1, "0" * 40)
+    give_context("1" * 40)
 
     again = cli(*args)
     assert again.exit_code == 0, again.stderr
     report, before = json.loads(again.stdout), json.loads(first.stdout)
     assert (report["key"], report["files"]) == (before["key"], before["files"])
-    assert report["downloaded"] == 0 and report["skipped"] == before["files"]
+    assert report["downloaded"] == 1 and report["skipped"] == before["files"] - 1  # config
     for extra, change in (("--verify", None), (None, "2" * 40)):
         if change:
             give_context(change)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import RULES, Bucket
 
+from crds_s3_sync.cache import last_plan
 from crds_s3_sync.cache.mapping_index import NAME, VERSION
 from crds_s3_sync.demo import encode_metadata, synthetic_reference
 from crds_s3_sync.rules.server_config import decode_download_metadata, parse_server_config
@@ -16,6 +17,9 @@ RMAP = "roman_wfi_dark_0001.rmap"
 
 
 def plan(cli, bucket: Bucket, cache: Path, *extra: str) -> dict:
+    """A run planned from the mappings and this index: the last run's plan, which the
+    same command would reuse under the same server_config (`last_plan`), set aside."""
+    (cache / "config/roman" / last_plan.NAME).unlink(missing_ok=True)
     result = cli(*bucket.args(), "--cache", cache, "--all", "--json", "-q", *extra)
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import PurePosixPath
 
 from rich.console import Console
 
@@ -33,7 +32,7 @@ def spec(name: str, size: int = 1000) -> FileSpec:
         None,
         None,
         Location("b", "p"),
-        PurePosixPath("references/x") / name,
+        f"references/x/{name}",
     )
 
 

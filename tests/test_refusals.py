@@ -159,7 +159,7 @@ def test_malformed_server_config(synced, cli, s3, case: str) -> None:
 def test_mapping_not_matching_its_sha1_is_refused(synced, cli, s3) -> None:
     bucket, cache, before = synced
     put(s3, bucket, "mappings/roman/roman_wfi_0006.imap", IMAP + "\n")
-    result = cli(*bucket.args(), "--context", "roman_0007.pmap", "--cache", cache, "--verify")
+    result = cli(*bucket.args(), "--all", "--cache", cache, "--verify")
     # The cached copy is valid, so the walk trusts it; a fresh cache must fetch and refuse.
     assert result.exit_code == 0
     fresh = cache.parent / "fresh"

@@ -31,7 +31,7 @@ class Problem:
     detail: str
 
     def as_json(self) -> dict[str, str]:
-        return {"name": self.spec.name, "path": str(self.spec.path), "problem": self.kind}
+        return {"name": self.spec.name, "path": self.spec.path, "problem": self.kind}
 
 
 def check(
@@ -45,11 +45,12 @@ def check(
     """
     problems = []
     listings: dict[str, set[str] | None] = {}
+    root = os.fspath(cache)
     for spec in plan:
-        path = cache / spec.path
+        path = f"{root}/{spec.path}"
         try:
-            names = _listing(listings, str(path.parent))
-            if names is not None and spec.path.name not in names:
+            names = _listing(listings, path.rpartition("/")[0])
+            if names is not None and spec.name not in names:
                 raise FileNotFoundError
             found = os.stat(path)
         except FileNotFoundError:
@@ -96,7 +97,7 @@ def defect(path: Path, size: int | None, sha1: str | None) -> tuple[str, str] | 
     return ("corrupt", wrong) if wrong else None
 
 
-def _wrong(path: Path, actual: int, size: int | None, sha1: str | None) -> str | None:
+def _wrong(path: str | Path, actual: int, size: int | None, sha1: str | None) -> str | None:
     if size is not None and actual != size:
         return f"{actual} bytes, expected {size}"
     if sha1 is not None and (digest := _sha1_of_file(path)) != sha1:
@@ -146,9 +147,9 @@ def _is_purgeable(path: Path, needed: set[Path]) -> bool:
     return False
 
 
-def _sha1_of_file(path: Path) -> str:
+def _sha1_of_file(path: str | Path) -> str:
     digest = hashlib.sha1()
-    with path.open("rb") as stream:
+    with open(path, "rb") as stream:
         while block := stream.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()

@@ -22,7 +22,8 @@ under the index's lock, so none drops another's.
 
 import json
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Any
 
 from ..errors import SyncError
 from ..rules.plans import FileSpec
@@ -31,7 +32,10 @@ from .locks import Locks
 
 NAME = "crds-s3-sync-verified.json"
 VERSION = 1
-Record = tuple[int, int, int, int, str]  # size, mtime_ns, ctime_ns, inode, SHA-1
+# size, mtime_ns, ctime_ns, inode, SHA-1: a list, as JSON gives it back. A malformed
+# one is found when its file is looked at (and the file re-hashed), not by going
+# through every record on loading: an HST cache holds 37,000 of them.
+Record = list[Any]
 
 
 class VerifiedIndex:
@@ -46,40 +50,43 @@ class VerifiedIndex:
         path = cache / "config" / observatory / NAME
         return cls(path, _read(path))
 
-    def doubt(self, path: PurePosixPath) -> None:
+    def doubt(self, path: str) -> None:
         """Have `path` re-hashed whatever its record says (a mapping the walk found
         corrupt)."""
-        self._doubted.add(str(path))
+        self._doubted.add(path)
 
     @property
-    def doubted(self) -> frozenset[PurePosixPath]:
-        return frozenset(PurePosixPath(key) for key in self._doubted)
+    def doubted(self) -> frozenset[str]:
+        return frozenset(self._doubted)
 
     def changed(self, spec: FileSpec, found: os.stat_result) -> bool:
         """Whether the file at `spec.path` must be re-hashed to be trusted."""
-        key = str(spec.path)
+        key = spec.path
         record = self._records.get(key)
         if key in self._doubted:
             return True
-        return record is not None and (
-            record[0] != found.st_size or record[1] != found.st_mtime_ns or record[4] != spec.sha1
-        )
+        if record is None:
+            return False
+        try:
+            size, mtime, _, _, sha1 = record
+        except (TypeError, ValueError):
+            return True
+        return size != found.st_size or mtime != found.st_mtime_ns or sha1 != spec.sha1
 
     def saw(self, spec: FileSpec, found: os.stat_result) -> None:
         """`spec`'s file is valid and looks like `found`: record that if it is news."""
         if spec.sha1 is None:
             return  # nothing to verify it against, now or later
-        key = str(spec.path)
-        record = (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino, spec.sha1)
+        key = spec.path
+        record = [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino, spec.sha1]
         if self._records.get(key) != record:
             self._records[key] = self._changed[key] = record
         self._doubted.discard(key)
 
-    def forget(self, path: PurePosixPath) -> None:
-        key = str(path)
-        if key in self._records:
-            del self._records[key]
-            self._changed[key] = None
+    def forget(self, path: str) -> None:
+        if path in self._records:
+            del self._records[path]
+            self._changed[path] = None
 
     async def save(self, locks: Locks) -> None:
         """Merge what this run learned into the index on disk, under its lock, and
@@ -88,7 +95,7 @@ class VerifiedIndex:
             return
         try:
             async with locks.hold(self.path):
-                records = _read(self.path)
+                records = _valid(_read(self.path))
                 for key, record in self._changed.items():
                     if record is None:
                         records.pop(key, None)
@@ -102,17 +109,22 @@ class VerifiedIndex:
 
 
 def _read(path: Path) -> dict[str, Record]:
-    """The records on disk, leaving out anything malformed: never an error."""
+    """The records on disk; none if the file is not what this module writes: never
+    an error."""
     try:
         document = json.loads(path.read_bytes())
         files = document["files"] if document.get("version") == VERSION else {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
-    if not isinstance(files, dict):
-        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def _valid(records: dict[str, Record]) -> dict[str, Record]:
+    """The well-formed records, as the index is written again: a malformed one is not
+    kept (its file, looked at, is re-hashed and recorded afresh)."""
     return {
-        key: tuple(value)  # type: ignore[misc]
-        for key, value in files.items()
+        key: value
+        for key, value in records.items()
         if isinstance(value, list)
         and len(value) == 5
         and all(type(n) is int for n in value[:4])

@@ -103,7 +103,7 @@ class Planned(Outcome):
     """A dry run of a sync: what it would fetch (the missing and corrupt files)."""
 
     def listing(self) -> list[str]:
-        return [str(problem.spec.path) for problem in self.result.problems]
+        return [problem.spec.path for problem in self.result.problems]
 
     def summary(self) -> list[str]:
         fetch = [problem.spec for problem in self.result.problems]

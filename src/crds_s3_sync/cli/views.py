@@ -177,7 +177,7 @@ class JsonLines(View):
                 self.emit("resend", where=where, reason=reason)
             case Finished(spec, outcome, _, error):
                 extra = {"error": error} if error else {}
-                self.emit(outcome, name=spec.name, path=str(spec.path), size=spec.size, **extra)
+                self.emit(outcome, name=spec.name, path=spec.path, size=spec.size, **extra)
 
     def emit(self, event: str, **fields: object) -> None:
         record = {"time": round(time.time(), 3), "event": event, **fields}

@@ -34,26 +34,29 @@ POOL_FROM = 8
 LIMITS = {Kind.config: 64 << 20, Kind.mapping: 16 << 20, Kind.pickle: 256 << 20}
 
 
-async def load_server_config(source: Paced, settings: Settings) -> tuple[bytes, ServerConfig]:
-    where = f"{settings.config.key(SERVER_CONFIG)}"
+async def read_server_config(source: Paced, settings: Settings) -> bytes:
     try:
-        data = await source.read(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
+        return await source.read(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
     except NotFound:
         raise SyncError(
-            f"s3://{settings.config.bucket}/{where}: no server_config there "
+            f"{settings.config.url(SERVER_CONFIG)}: no server_config there "
             "(check the bucket, prefix and observatory)"
         ) from None
+
+
+def decode_server_config(data: bytes, settings: Settings) -> ServerConfig:
+    where = settings.config.url(SERVER_CONFIG)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormatError(f"s3://{settings.config.bucket}/{where}: not UTF-8 text") from None
-    config = parse_server_config(text, f"s3://{settings.config.bucket}/{where}")
+        raise FormatError(f"{where}: not UTF-8 text") from None
+    config = parse_server_config(text, where)
     if config.observatory != settings.observatory:
         raise SyncError(
-            f"s3://{settings.config.bucket}/{where} is for {config.observatory!r}, "
+            f"{where} is for {config.observatory!r}, "
             f"not {settings.observatory!r}: check --observatory"
         )
-    return data, config
+    return config
 
 
 async def choose_contexts(

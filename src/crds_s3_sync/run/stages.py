@@ -13,7 +13,6 @@ import anyio
 
 from ..cache.audit import PURGEABLE, Problem, check, remove
 from ..cache.crds_config import check_cache_layout, crds_environment, write_cache_config
-from ..cache.mapping_index import MappingIndex
 from ..cache.verified import VerifiedIndex
 from ..engine.ledger import Ledger, Report
 from ..engine.paced import Paced
@@ -21,17 +20,10 @@ from ..engine.pacer import Pacer
 from ..engine.transfer import Transfer, TransferOptions
 from ..errors import SyncError
 from ..network.source import S3Source
-from ..rules.layout import Kind, relative_path
-from ..rules.plans import SERVER_CONFIG, FileSpec, build_plan, cache_key, shard
-from ..rules.server_config import ServerConfig
-from ..rules.walker import Selection, Walk, walk, walk_pickles
-from .reads import (
-    MappingFetcher,
-    PickleFetcher,
-    choose_contexts,
-    load_server_config,
-    tree_reader,
-)
+from ..rules.layout import Kind
+from ..rules.plans import SERVER_CONFIG, FileSpec, cache_key, shard
+from ..rules.walker import Selection
+from .planning import make_plan
 from .settings import Settings
 from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
 
@@ -78,41 +70,22 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
         Pacer(jobs, ledger, how.retry_time, how.timeout) as pacer,
     ):
         paced = Paced(source, pacer)
-        ledger.note(f"reading {settings.config.url(SERVER_CONFIG)}")
-        config_bytes, server_config = await load_server_config(paced, settings)
-        contexts, pickles = await choose_contexts(paced, settings, options.selection, server_config)
-        what = "context pickles" if pickles else "mappings"
-        ledger.note(f"reading the {what} of {counted(contexts, 'context')}")
         verified = VerifiedIndex.load(settings.cache, settings.observatory)
-        index = MappingIndex.load(settings.cache, settings.observatory)
-        if pickles:
-            fetch_pickle = PickleFetcher(paced, settings, server_config, index)
-            known_tree = None if options.transfer.verify else fetch_pickle.known
-            async with tree_reader(len(contexts)) as read:
-                walked = await walk_pickles(
-                    contexts, fetch_pickle, read, settings.pickles, ledger.note, known_tree
-                )
-        else:
-            fetcher = MappingFetcher(paced, settings, server_config, contexts, index)
-            known = None if options.transfer.verify else fetcher.known
-            walked = await walk(contexts, fetcher, jobs, known)
-            for name in fetcher.bad:  # found corrupt: re-hashed (and replaced) below
-                verified.doubt(
-                    relative_path(Kind.mapping, name, settings.observatory, settings.layout)
-                )
-        needed = build_plan(walked, server_config, config_bytes, settings)
-        plan = needed
+        selection, verify = options.selection, options.transfer.verify
+        planning = await make_plan(paced, settings, selection, verify, jobs, ledger, verified)
+        needed = plan = planning.plan.needed
         if options.mappings_only:
             plan = [spec for spec in needed if spec.kind is not Kind.reference]
         if options.shard:
             plan = shard(plan, *options.shard)
+        walked = planning.walked
         ledger.note(
             f"planned {counted(plan, 'file')} from {counted(walked.mappings, 'mapping')}"
-            if not pickles
+            if walked is not None and not walked.pickles
             else f"planned {counted(plan, 'file')}"
         )
         result = SyncResult(
-            contexts,
+            planning.plan.contexts,
             plan,
             report=ledger.report,
             key=cache_key(plan, settings.observatory, settings.layout),
@@ -122,14 +95,16 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
             await organize_references(needed, settings, options.dry_run, ledger)
         fetch = await _act(options, settings, result, needed, verified)
         if fetch is not None:
-            prefetched = {SERVER_CONFIG: config_bytes, **walked.mapping_bytes}
+            prefetched = {SERVER_CONFIG: planning.config_bytes}
+            if walked is not None:
+                prefetched.update(walked.mapping_bytes)
             transfer = Transfer(source, pacer, settings.cache, options.transfer, prefetched)
             await fetch_files(transfer, fetch, settings, verified)
             try:
                 write_cache_config(
-                    settings.cache, settings.observatory, settings.layout, server_config.bad_files
+                    settings.cache, settings.observatory, settings.layout, planning.plan.bad_files
                 )
-                remember_walk(index, walked, server_config)
+                planning.remember(settings)
             except OSError as exc:
                 raise SyncError(
                     f"{exc.filename}: cannot write cache config: {exc.strerror}"
@@ -138,29 +113,6 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
                 result.purged = await purge(needed, settings, options.purge, False, verified)
     result.seconds = time.monotonic() - start
     return result
-
-
-def remember_walk(index: MappingIndex, walked: Walk, server_config: ServerConfig) -> None:
-    """What this run parsed, for the next to trust (`mapping_index`): mappings whose
-    bytes the walk checked against server_config, and the trees of the contexts read
-    from pickles whose every mapping server_config gives a SHA-1."""
-    metadata = server_config.metadata
-    for name in walked.mapping_bytes:
-        if meta := metadata.get(name):
-            index.remember(walked.mappings[name], meta.sha1)
-    in_trees: dict[str, str] = {}  # each mapping once: most are in many contexts' trees
-    for context in walked.parsed:
-        names = walked.trees[context]
-        shas = {name: meta.sha1 for name in names if (meta := metadata.get(name))}
-        context_meta = metadata.get(context)
-        if context_meta is None or len(shas) < len(names):
-            continue  # not all of it can be checked against server_config next time
-        in_trees.update(shas)
-        pickle = walked.pickles[f"{context}.pkl"]
-        index.remember_tree(context, context_meta.sha1, names, pickle)
-    for name, sha1 in in_trees.items():
-        index.remember(walked.mappings[name], sha1)
-    index.save()
 
 
 async def _act(

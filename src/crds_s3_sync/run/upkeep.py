@@ -7,7 +7,7 @@ needs purged or moved into another layout.
 import os
 import shutil
 from collections.abc import Sized
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import anyio
 from rich.filesize import decimal
@@ -34,7 +34,7 @@ async def fetch_files(
     prepare_cache(settings)
     cache, ledger = settings.cache, transfer.ledger
     with RunFile(cache):
-        directories = {cache / d for d in {os.path.dirname(spec.path) for spec in fetch}}
+        directories = {cache / d for d in {spec.path.rpartition("/")[0] for spec in fetch}}
         await anyio.to_thread.run_sync(sweep, cache, directories)
         missing = await _check_room(fetch, cache, ledger, verified)
         transfer.missing = frozenset(spec.name for spec in missing)
@@ -65,7 +65,7 @@ async def purge(
         await anyio.to_thread.run_sync(sweep, cache, [d for r in roots for d, _, _ in os.walk(r)])
         await anyio.to_thread.run_sync(remove, purged)
         for path in purged:
-            verified.forget(PurePosixPath(path.relative_to(cache)))
+            verified.forget(path.relative_to(cache).as_posix())
         doubted = [spec for spec in needed if spec.path in verified.doubted]
         if doubted:  # mappings that failed their check during the walk
             found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
