@@ -10,7 +10,8 @@ a fault to apply to moto's real answer before it reaches the client:
 - "slowdown": 503 with S3's SlowDown error, "error500": 500 InternalError
 - "denied": 403 AccessDenied, "missing": 404 NoSuchKey
 
-`injected` counts what was applied, per fault and per object key.
+`injected` counts what was applied, per fault and per object key; `gets`, every
+object GET, per key.
 """
 
 import http.client
@@ -44,7 +45,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.by_key: Counter[str] = Counter()
         self.client_ports: set[int] = set()  # the local ports of clients' connections
-        self._gets: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -64,8 +65,8 @@ class FaultProxy:
             return None  # listings and bucket-level requests pass untouched
         key = parts.path.split("/", 2)[2]
         with self._lock:
-            count = self._gets[key]
-            self._gets[key] += 1
+            count = self.gets[key]
+            self.gets[key] += 1
             fault = self.plan(key, count)
             if fault:
                 self.injected[fault] += 1

@@ -11,6 +11,7 @@ through moto stays quick: hst_0730 (COS and NICMOS, an instrument since
 retired) and hst_0731 (COS, with WFPC2 set to N/A).
 """
 
+import dataclasses
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ from conftest import (
     reference_size,
     run_crds,
 )
+from faults import FaultProxy
 
 from crds_s3_sync.cache.mapping_index import NAME
 from crds_s3_sync.demo import build_bucket, encode_metadata
@@ -156,10 +158,12 @@ def test_contexts_read_one_after_another_share_mappings_and_stay_crds_own(
     read then (`TreeReader`), in either order: every context's names are still crds's."""
     for order in (REAL + list(SMALL), list(SMALL) + REAL[::-1]):
         reader = TreeReader()
+        answered: dict[str, tuple[str, ...]] = {}  # what came back, as the walk keeps it
         for context in order:
             names, new = reader.read(context, crds_made[context]["pickle"], context)
             assert sorted(names) == crds_made[context]["mappings"]
-            references = {r for name in names for r in reader.seen[name].references}
+            answered.update((m.name, m.references) for m in new)
+            references = {r for name in names for r in answered[name]}
             assert sorted(references) == crds_made[context]["references"]
             assert {m.name for m in new} <= set(names)
         assert len(reader.seen) == len({m for c in order for m in crds_made[c]["mappings"]})
@@ -243,6 +247,47 @@ def test_a_cache_synced_from_pickles_loads_in_crds_offline(
                 assert where.parent.name in crds_made[context]["instruments"][name]
             located.add(where)
     assert {p for p in (cache / "references").rglob("*") if p.is_file()} == located
+
+
+def test_each_pickle_is_fetched_once(buckets, cli: Callable[..., CliResult], tmp_path) -> None:
+    """The bytes planning read are what the cache gets: a context pickle is not fetched
+    a second time (HST's are 3 MB each, 1.5 GB for every context)."""
+    clean = buckets["clean"]
+    with FaultProxy(clean.endpoint, lambda key, count: None) as proxy:
+        bucket = dataclasses.replace(clean, endpoint=proxy.url)
+        result = cli(*bucket.args(), "--all", "--cache", tmp_path / "cache", "-q", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["downloaded"] == report["files"] and report["failed"] == []
+    pickles = {key: n for key, n in proxy.gets.items() if key.endswith(".pkl")}
+    assert pickles == {f"crds/pickles/hst/{context}.pkl": 1 for context in SMALL}
+    assert sum(proxy.gets.values()) == report["files"]  # every other file once too
+
+
+def test_a_plan_that_fails_half_way_leaves_no_pickle_behind(
+    endpoint: str, s3, cli: Callable[..., CliResult], crds_made: dict, tmp_path: Path
+) -> None:
+    """The pickles read before the walk meets a broken one are only under temporary
+    names, which go with the failed run: the cache is left as it was."""
+    name, broken = f"hst-half-{os.getpid()}", "hst_0799.pmap"
+    s3.create_bucket(Bucket=name)
+    pickles = {context: crds_made[context]["pickle"] for context in SMALL}
+    references = build_bucket(s3, name, "crds", RULES, "hst", reference_size, pickles=pickles)
+    truncated = crds_made["hst_0731.pmap"]["pickle"][:-100]
+    s3.put_object(Bucket=name, Key=f"crds/pickles/hst/{broken}.pkl", Body=truncated)
+
+    def late(key: str, count: int) -> str | None:  # read after the good ones
+        return "stall" if key.endswith(f"{broken}.pkl") else None
+
+    cache = tmp_path / "cache"
+    with FaultProxy(endpoint, late) as proxy:
+        bucket = Bucket(name, "crds", "hst", proxy.url, references)
+        result = cli(*bucket.args(), "--all", "--cache", cache)
+    assert result.exit_code == 2, result.stderr
+    assert f"{broken}.pkl: not a readable context pickle" in final_lines(result.stderr)[0]
+    assert proxy.injected["stall"] == 1
+    assert all(proxy.gets[f"crds/pickles/hst/{context}.pkl"] == 1 for context in SMALL)
+    assert not cache.exists() or files_under(cache) == set()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,11 @@ and each looks again once it holds the lock. Smaller files take none: a lock's
 four system calls cost more than such a file's download, and two processes that
 both fetch one each write their own temporary name and rename the same verified
 bytes into place.
+
+Bytes already in hand (server_config, the mappings and context pickles planning
+read) are not fetched again: `put` writes them under their temporary names as
+they come, and `run` puts them in place with the rest, so that a plan that
+fails half-way leaves nothing of itself in the cache.
 """
 
 import contextlib
@@ -80,13 +85,13 @@ class TransferOptions:
 @dataclass
 class Transfer:
     """One sync's transfers: the source, its pacer (and the run's ledger through it),
-    the cache root and the options."""
+    the cache root and the options. Used as `async with transfer:`, around `put` and
+    `run`."""
 
     source: S3Source
     pacer: Pacer
     cache: Path
     options: TransferOptions = field(default_factory=TransferOptions)
-    prefetched: dict[str, bytes] = field(default_factory=dict)
     # Names the check before the run found missing or wrong; the rest it found valid.
     # None: no such check (a helper's share), so each file is looked at.
     missing: frozenset[str] | None = None
@@ -95,8 +100,6 @@ class Transfer:
     def __post_init__(self) -> None:
         self.ledger = self.pacer.ledger
         self.locks = Locks(self.ledger.note)
-
-    async def run(self, plans: Iterable[FileSpec]) -> Report:
         self._made_dirs: set[Path] = set()
         # Few threads: they exist to hash and write big buffers on the second core;
         # dozens of them only fight over the GIL.
@@ -105,21 +108,70 @@ class Transfer:
         # the memory the whole run should use; so every body in memory holds its size here.
         self._held = Window(HELD)
         self._batches = Batches(self.cache, self.options.durable)
-        plan = []
+        self._written: dict[str, tuple[FileSpec, str]] = {}  # by `put`: name -> (spec, temp)
+
+    async def __aenter__(self) -> "Transfer":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """No batch starts after this; what `put` wrote and `run` did not place goes."""
+        self._batches.close()
+        for _, temp in self._written.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        self._written = {}
+
+    async def put(self, spec: FileSpec, data: bytes) -> None:
+        """Verify and write bytes in hand under `spec`'s temporary name, for `run` to
+        put in place. A file in place already is left alone; one that cannot be
+        written is left to `run` to fetch (a full disk ends the sync at once)."""
+        final = self.cache / spec.path
+        if spec.name in self._written or defect(final, len(data), None) is None:
+            return
+        temp = temporary_name(final)
+        try:
+            self._make_dirs(final)
+            durable = self.options.durable
+            await self._off_loop(_write_verified, temp, data, spec, len(data), durable)
+        except (SourceError, OSError) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                raise _no_room(final, exc) from None
+            return
+        self._written[spec.name] = (spec, temp)
+
+    async def run(self, plans: Iterable[FileSpec]) -> Report:
+        written, plan = [], []
         for spec in plans:
-            if spec.size is not None and not self._in_doubt(spec):  # found valid: no task
+            if (kept := self._written.get(spec.name)) is not None:
+                written.append(kept)
+            elif spec.size is not None and not self._in_doubt(spec):  # found valid: no task
                 self.ledger.record(Finished(spec, "skipped", spec.size))
             else:
                 plan.append(spec)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
-        try:
-            async with task_group() as group:
-                group.start_soon(for_each, large, self._one, self.options.large_workers)
-                group.start_soon(for_each, small, self._one, self.options.jobs)
-        finally:
-            self._batches.close()
+        async with task_group() as group:
+            group.start_soon(for_each, written, self._place, self.options.jobs)
+            group.start_soon(for_each, large, self._one, self.options.large_workers)
+            group.start_soon(for_each, small, self._one, self.options.jobs)
         return self.ledger.report
+
+    async def _place(self, written: tuple[FileSpec, str]) -> None:
+        """A file `put` wrote, into place."""
+        spec, temp = written
+        self.ledger.record(Started(spec))
+        size = 0
+        try:
+            size = os.stat(temp).st_size
+            self.ledger.record(Received(spec, size))
+            await self._batches.settle(temp, self.cache / spec.path)
+        except OSError as exc:
+            self.ledger.record(Finished(spec, "failed", size, one_line(exc)))
+            return
+        del self._written[spec.name]
+        self.ledger.record(Finished(spec, "downloaded", size))
 
     async def _one(self, spec: FileSpec) -> None:
         final = self.cache / spec.path
@@ -131,11 +183,7 @@ class Transfer:
                 resumed = await self._fetch(spec, final, size)
         except (SourceError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-                # Every other file would fail the same way: stop the whole sync now.
-                raise SyncError(
-                    f"{final.parent}: {exc.strerror}; free space in the cache's file system "
-                    "and run again (what is done is kept)"
-                ) from None
+                raise _no_room(final, exc) from None
             self.ledger.record(Finished(spec, "failed", size, one_line(exc)))
             return
         if resumed is None:
@@ -148,11 +196,9 @@ class Transfer:
         another process sharing the cache put a valid file there first. A small file
         is fetched without a lock (see the module's note); a bigger one under its
         lock, looking again once the lock is ours."""
-        if final.parent not in self._made_dirs:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(final.parent)
+        self._make_dirs(final)
         where = f"{spec.source}/{spec.name}"
-        if size <= IN_MEMORY or spec.name in self.prefetched:
+        if size <= IN_MEMORY:
             await self.pacer.retry(where, lambda: self._whole(spec, final, size))
             return 0
         async with self.locks.hold(final) as alone:
@@ -176,6 +222,11 @@ class Transfer:
                 discard_parts(final)  # an earlier run's, split by a smaller threshold
         return 0
 
+    def _make_dirs(self, final: Path) -> None:
+        if final.parent not in self._made_dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(final.parent)
+
     def _in_doubt(self, spec: FileSpec) -> bool:
         """Whether `spec` needs a look: the check before the run found it missing or
         wrong, there was no such check, or every file is to be re-hashed."""
@@ -193,8 +244,6 @@ class Transfer:
     async def _expected_size(self, spec: FileSpec) -> int:
         if spec.size is not None:
             return spec.size
-        if spec.name in self.prefetched:
-            return len(self.prefetched[spec.name])
         return await Paced(self.source, self.pacer).size(spec.source, spec.name)
 
     async def _is_valid(self, final: Path, spec: FileSpec, size: int) -> bool:
@@ -214,8 +263,7 @@ class Transfer:
         self.ledger.record(Started(spec))
         temp = temporary_name(final)
         try:
-            data = self.prefetched.get(spec.name)
-            if data is None and size <= IN_MEMORY:
+            if size <= IN_MEMORY:
                 await self._held.acquire(size)
                 try:
                     async with self.pacer.request(f"{spec.source}/{spec.name}", size):
@@ -223,9 +271,6 @@ class Transfer:
                     await self._write(spec, temp, data, size)
                 finally:
                     self._held.release(size)
-                await self._batches.settle(temp, final)
-            elif data is not None:
-                await self._write(spec, temp, data, size)
                 await self._batches.settle(temp, final)
             else:
                 await self._stream(spec, temp, final, size)
@@ -258,6 +303,14 @@ class Transfer:
         finally:
             self._held.release(size)
         await self._batches.settle(temp, final)
+
+
+def _no_room(final: Path, exc: OSError) -> SyncError:
+    """Every other file would fail the same way: the whole sync stops."""
+    return SyncError(
+        f"{final.parent}: {exc.strerror}; free space in the cache's file system "
+        "and run again (what is done is kept)"
+    )
 
 
 def _write_verified(

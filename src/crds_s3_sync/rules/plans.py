@@ -114,11 +114,12 @@ def cache_key(plan: list[FileSpec], observatory: str, layout: Layout) -> str:
 
 
 def shard(plan: list[FileSpec], index: int, count: int) -> list[FileSpec]:
-    """Shard `index` (1..count) of the plan: files go by a hash of their name, so a
-    file stays in its shard as the plan grows. server_config is in every shard."""
-    return [
-        spec
-        for spec in plan
-        if spec.kind is Kind.config
-        or int.from_bytes(hashlib.sha1(spec.name.encode()).digest()[:8], "big") % count == index - 1
-    ]
+    """Shard `index` (1..count) of the plan."""
+    return [spec for spec in plan if in_shard(spec, index, count)]
+
+
+def in_shard(spec: FileSpec, index: int, count: int) -> bool:
+    """Files go by a hash of their name, so a file stays in its shard as the plan
+    grows. server_config is in every shard."""
+    digest = hashlib.sha1(spec.name.encode()).digest()
+    return spec.kind is Kind.config or int.from_bytes(digest[:8], "big") % count == index - 1

@@ -27,6 +27,9 @@ KnownTree = Callable[[str], tuple[list[Mapping], FileMeta] | None]
 # A context pickle read (context, bytes, where): its mappings' names, and the mappings
 # new to the reader (`pickles.TreeReader`)
 ReadTree = Callable[[str, bytes, str], Awaitable[tuple[list[str], list[Mapping]]]]
+# A context pickle read and found good, with its bytes and their size and SHA-1: for
+# the cache, which would otherwise fetch it a second time
+KeepPickle = Callable[[str, bytes, FileMeta], Awaitable[None]]
 Say = Callable[[str], None]  # progress, for a person
 # Context pickles fetched at once: each waits, a few MB in memory, until it is read (on
 # the event loop, or by one of a worker per core), so more would only wait longer (514
@@ -50,8 +53,8 @@ class Walk:
     mappings: dict[str, Mapping] = field(default_factory=dict)
     mapping_bytes: dict[str, bytes] = field(default_factory=dict)
     references: dict[str, str | None] = field(default_factory=dict)  # name -> instrument
-    # HST: "<context>.pkl" -> the size and SHA-1 of the bytes parsed, which the
-    # transfer fetches again and must match (they are not held: 3 MB a context)
+    # HST: "<context>.pkl" -> the size and SHA-1 of the bytes parsed; a pickle the
+    # walk did not hand to `keep` is fetched again and must match
     pickles: dict[str, FileMeta] = field(default_factory=dict)
     trees: dict[str, list[str]] = field(default_factory=dict)  # HST: context -> its mappings
     parsed: set[str] = field(default_factory=set)  # HST: contexts whose pickle was read
@@ -106,7 +109,7 @@ async def walk(
 
         await for_each(level, load, jobs)
         level = sorted(children - result.mappings.keys())
-    _collect_references(result)
+    collect_references(result)
     return result
 
 
@@ -117,10 +120,13 @@ async def walk_pickles(
     location: Location,
     say: Say,
     known: KnownTree | None = None,
+    keep: KeepPickle | None = None,
 ) -> Walk:
     """The same walk from context pickles (HST), each of which holds its whole tree;
     contexts `known` need neither fetching nor reading. Each pickle's bytes are let go
-    once read; `say` hears how far it is."""
+    once read (and handed to `keep`); `say` hears how far it is. The references are
+    left for `collect_references`, called once the readers are gone: merging 1.3
+    million names while they still held their memory made the run's peak."""
     result = Walk(contexts)
     todo = sorted(set(contexts))
     found: set[str] = set()
@@ -139,6 +145,8 @@ async def walk_pickles(
             data = await fetch(context)
             meta = FileMeta.of(data)
             names, new = await read(context, data, f"{location}/{context}.pkl")
+            if keep is not None:
+                await keep(context, data, meta)
             del data
             take(new)
             result.parsed.add(context)
@@ -155,11 +163,10 @@ async def walk_pickles(
             )
 
     await for_each(todo, load, PICKLES_AT_ONCE)
-    _collect_references(result)
     return result
 
 
-def _collect_references(result: Walk) -> None:
+def collect_references(result: Walk) -> None:
     """Each reference with the instrument of the first rmap naming it, in name order
     (the same on every run). Merged a mapping at a time, last first, so the first
     overwrites: every HST context's rmaps name 1.3 million references between them."""

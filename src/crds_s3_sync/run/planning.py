@@ -3,6 +3,7 @@ or, for the same command under the same server_config, the plan the last run mad
 (`cache.last_plan`). What a planning run learned is kept for the next (`remember`).
 """
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..cache import last_plan
@@ -12,9 +13,16 @@ from ..cache.verified import VerifiedIndex
 from ..engine.ledger import Ledger
 from ..engine.paced import Paced
 from ..rules.layout import Kind, relative_path
-from ..rules.plans import SERVER_CONFIG, build_plan
-from ..rules.server_config import ServerConfig
-from ..rules.walker import Selection, Walk, walk, walk_pickles
+from ..rules.plans import SERVER_CONFIG, FileSpec, build_plan, file_spec
+from ..rules.server_config import FileMeta, ServerConfig
+from ..rules.walker import (
+    KeepPickle,
+    Selection,
+    Walk,
+    collect_references,
+    walk,
+    walk_pickles,
+)
 from .reads import (
     MappingFetcher,
     PickleFetcher,
@@ -25,6 +33,9 @@ from .reads import (
 )
 from .settings import Settings
 from .upkeep import counted
+
+# Bytes planning read that the cache needs, with the plan's entry for them
+Keep = Callable[[FileSpec, bytes], Awaitable[None]]
 
 
 @dataclass
@@ -54,9 +65,11 @@ async def make_plan(
     jobs: int,
     ledger: Ledger,
     verified: VerifiedIndex,
+    keep: Keep | None = None,
 ) -> Planning:
     """Every file the selected contexts need; with `verify`, planned from bytes read
-    and checked now, never from what an earlier run remembered."""
+    and checked now, never from what an earlier run remembered. Each context pickle
+    read goes to `keep`, when given, as it is read."""
     ledger.note(f"reading {settings.config.url(SERVER_CONFIG)}")
     config_bytes = await read_server_config(paced, settings)
     request = last_plan.request_key(config_bytes, (selection, settings.use_pickles), settings)
@@ -79,7 +92,9 @@ async def make_plan(
                 settings.pickles,
                 ledger.note,
                 None if verify else fetch_pickle.known,
+                _pickle_keeper(keep, settings),
             )
+        collect_references(walked)
     else:
         fetcher = MappingFetcher(paced, settings, server_config, contexts, index)
         walked = await walk(contexts, fetcher, jobs, None if verify else fetcher.known)
@@ -88,6 +103,16 @@ async def make_plan(
     needed = build_plan(walked, server_config, config_bytes, settings)
     plan = Plan(contexts, pickles, needed, server_config.bad_files)
     return Planning(plan, config_bytes, request, walked, server_config, index)
+
+
+def _pickle_keeper(keep: Keep | None, settings: Settings) -> KeepPickle | None:
+    if keep is None:
+        return None
+
+    async def keep_pickle(context: str, data: bytes, meta: FileMeta) -> None:
+        await keep(file_spec(settings, Kind.pickle, f"{context}.pkl", None, meta), data)
+
+    return keep_pickle
 
 
 def remember_walk(index: MappingIndex, walked: Walk, server_config: ServerConfig) -> None:

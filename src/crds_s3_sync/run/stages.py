@@ -21,11 +21,18 @@ from ..engine.transfer import Transfer, TransferOptions
 from ..errors import SyncError
 from ..network.source import S3Source
 from ..rules.layout import Kind
-from ..rules.plans import SERVER_CONFIG, FileSpec, cache_key, shard
+from ..rules.plans import SERVER_CONFIG, FileSpec, cache_key, in_shard, shard
 from ..rules.walker import Selection
 from .planning import make_plan
 from .settings import Settings
-from .upkeep import corrupt_paths, counted, fetch_files, organize_references, purge
+from .upkeep import (
+    OpenCache,
+    corrupt_paths,
+    counted,
+    fetch_files,
+    organize_references,
+    purge,
+)
 
 
 class Action(StrEnum):
@@ -63,67 +70,87 @@ class SyncResult:
 
 
 async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -> SyncResult:
-    start = time.monotonic()
     jobs, how = options.transfer.jobs, options.transfer
     async with (
         S3Source(settings.endpoint, jobs, how.timeout) as source,
         Pacer(jobs, ledger, how.retry_time, how.timeout) as pacer,
+        Transfer(source, pacer, settings.cache, options.transfer) as transfer,
     ):
-        paced = Paced(source, pacer)
-        verified = VerifiedIndex.load(settings.cache, settings.observatory)
-        selection, verify = options.selection, options.transfer.verify
-        planning = await make_plan(paced, settings, selection, verify, jobs, ledger, verified)
-        needed = plan = planning.plan.needed
-        if options.mappings_only:
-            plan = [spec for spec in needed if spec.kind is not Kind.reference]
-        if options.shard:
-            plan = shard(plan, *options.shard)
-        walked = planning.walked
-        ledger.note(
-            f"planned {counted(plan, 'file')} from {counted(walked.mappings, 'mapping')}"
-            if walked is not None and not walked.pickles
-            else f"planned {counted(plan, 'file')}"
-        )
-        result = SyncResult(
-            planning.plan.contexts,
-            plan,
-            report=ledger.report,
-            key=cache_key(plan, settings.observatory, settings.layout),
-            environment=crds_environment(settings.cache, settings.observatory, settings.layout),
-        )
-        if options.organize:
-            await organize_references(needed, settings, options.dry_run, ledger)
-        fetch = await _act(options, settings, result, needed, verified)
-        if fetch is not None:
-            prefetched = {SERVER_CONFIG: planning.config_bytes}
-            if walked is not None:
-                prefetched.update(walked.mapping_bytes)
-            transfer = Transfer(source, pacer, settings.cache, options.transfer, prefetched)
-            await fetch_files(transfer, fetch, settings, verified)
-            try:
-                write_cache_config(
-                    settings.cache, settings.observatory, settings.layout, planning.plan.bad_files
-                )
-                planning.remember(settings)
-            except OSError as exc:
-                raise SyncError(
-                    f"{exc.filename}: cannot write cache config: {exc.strerror}"
-                ) from None
-            if options.purge:  # the files of this plan are in place: the rest may go
-                result.purged = await purge(needed, settings, options.purge, False, verified)
+        with OpenCache(settings) as opened:
+            return await _run(settings, options, ledger, Paced(source, pacer), transfer, opened)
+
+
+async def _run(
+    settings: Settings,
+    options: SyncOptions,
+    ledger: Ledger,
+    paced: Paced,
+    transfer: Transfer,
+    opened: OpenCache,
+) -> SyncResult:
+    start = time.monotonic()
+
+    async def keep(spec: FileSpec, data: bytes) -> None:
+        """A context pickle planning read: written now, not fetched again."""
+        if options.shard is None or in_shard(spec, *options.shard):
+            opened.open()
+            await transfer.put(spec, data)
+
+    verified = VerifiedIndex.load(settings.cache, settings.observatory)
+    selection, verify, jobs = options.selection, options.transfer.verify, options.transfer.jobs
+    writes = options.action is Action.sync and not options.dry_run
+    planning = await make_plan(
+        paced, settings, selection, verify, jobs, ledger, verified, keep if writes else None
+    )
+    needed = plan = planning.plan.needed
+    if options.mappings_only:
+        plan = [spec for spec in needed if spec.kind is not Kind.reference]
+    if options.shard:
+        plan = shard(plan, *options.shard)
+    walked = planning.walked
+    ledger.note(
+        f"planned {counted(plan, 'file')} from {counted(walked.mappings, 'mapping')}"
+        if walked is not None and not walked.pickles
+        else f"planned {counted(plan, 'file')}"
+    )
+    result = SyncResult(
+        planning.plan.contexts,
+        plan,
+        report=ledger.report,
+        key=cache_key(plan, settings.observatory, settings.layout),
+        environment=crds_environment(settings.cache, settings.observatory, settings.layout),
+    )
+    if options.organize:
+        await organize_references(needed, settings, options.dry_run, ledger)
+    fetch = await _act(options, result, needed, opened, verified)
+    if fetch is not None:
+        in_hand = {SERVER_CONFIG: planning.config_bytes}
+        if walked is not None:
+            in_hand.update(walked.mapping_bytes)
+        await fetch_files(transfer, fetch, in_hand, opened, verified)
+        try:
+            write_cache_config(
+                settings.cache, settings.observatory, settings.layout, planning.plan.bad_files
+            )
+            planning.remember(settings)
+        except OSError as exc:
+            raise SyncError(f"{exc.filename}: cannot write cache config: {exc.strerror}") from None
+        if options.purge:  # the files of this plan are in place: the rest may go
+            result.purged = await purge(needed, options.purge, False, opened, verified)
     result.seconds = time.monotonic() - start
     return result
 
 
 async def _act(
     options: SyncOptions,
-    settings: Settings,
     result: SyncResult,
     needed: list[FileSpec],
+    opened: OpenCache,
     verified: VerifiedIndex,
 ) -> list[FileSpec] | None:
     """Everything but fetching; returns what to fetch, or None. `needed` is every file
     the contexts need, whatever part of it the plan is (rules only, a shard)."""
+    settings = opened.settings
     cache = settings.cache
     if options.action in (Action.check, Action.repair):
         await _find_problems(options, settings, result, verified)
@@ -134,7 +161,7 @@ async def _act(
         return [problem.spec for problem in result.problems]
     if options.action is Action.purge:
         kinds = options.purge or PURGEABLE
-        result.purged = await purge(needed, settings, kinds, options.dry_run, verified)
+        result.purged = await purge(needed, kinds, options.dry_run, opened, verified)
         return None
     if options.action is Action.key:
         return None

@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Sized
 from pathlib import Path
+from typing import Any
 
 import anyio
 from rich.filesize import decimal
@@ -21,56 +22,93 @@ from ..cache.workfiles import RunFile, sweep
 from ..engine.ledger import Ledger, Planned, Report
 from ..engine.transfer import Transfer
 from ..errors import SyncError
+from ..pool import for_each
 from ..rules.layout import Kind
 from ..rules.plans import FileSpec
 from .settings import Settings
 
 
+class OpenCache:
+    """The cache made ready (`prepare_cache`) and this run's `RunFile` held, from
+    the first file the run writes to its end: a run that writes nothing (it only
+    plans, or fails before it fetches) leaves no cache behind."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._run_file: RunFile | None = None
+
+    def open(self) -> None:
+        if self._run_file is None:
+            prepare_cache(self.settings)
+            self.hold()
+
+    def hold(self) -> None:
+        """The run file alone, for a run that only removes files."""
+        if self._run_file is None:
+            self._run_file = RunFile(self.settings.cache).__enter__()
+
+    def __enter__(self) -> "OpenCache":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._run_file is not None:
+            self._run_file.__exit__(*exc)
+
+
 async def fetch_files(
-    transfer: Transfer, fetch: list[FileSpec], settings: Settings, verified: VerifiedIndex
+    transfer: Transfer,
+    fetch: list[FileSpec],
+    in_hand: dict[str, bytes],
+    opened: OpenCache,
+    verified: VerifiedIndex,
 ) -> Report:
-    """The transfer, with the cache made ready before (debris of runs that are gone
-    swept, changed files found) and what was verified recorded after."""
-    prepare_cache(settings)
-    cache, ledger = settings.cache, transfer.ledger
-    with RunFile(cache):
-        directories = {cache / d for d in {spec.path.rpartition("/")[0] for spec in fetch}}
-        await anyio.to_thread.run_sync(sweep, cache, directories)
-        missing = await _check_room(fetch, cache, ledger, verified)
-        transfer.missing = frozenset(spec.name for spec in missing)
-        ledger.record(Planned(len(fetch), sum(spec.size or 0 for spec in fetch)))
-        report = await transfer.run(fetch)
-        # What was fetched, or re-hashed with --verify, is verified as it is now.
-        checked = fetch if transfer.options.verify else missing
-        await anyio.to_thread.run_sync(_remember, checked, report, cache, verified)
-        await verified.save(transfer.locks)
+    """The transfer, with the cache made ready before (bytes in hand written, debris
+    of runs that are gone swept, changed files found) and what was verified
+    recorded after."""
+    opened.open()
+    cache, ledger = opened.settings.cache, transfer.ledger
+
+    async def put(spec: FileSpec) -> None:
+        await transfer.put(spec, in_hand[spec.name])
+
+    await for_each([spec for spec in fetch if spec.name in in_hand], put, transfer.options.jobs)
+    directories = {cache / d for d in {spec.path.rpartition("/")[0] for spec in fetch}}
+    await anyio.to_thread.run_sync(sweep, cache, directories)
+    missing = await _check_room(fetch, cache, ledger, verified)
+    transfer.missing = frozenset(spec.name for spec in missing)
+    ledger.record(Planned(len(fetch), sum(spec.size or 0 for spec in fetch)))
+    report = await transfer.run(fetch)
+    # What was fetched, or re-hashed with --verify, is verified as it is now.
+    checked = fetch if transfer.options.verify else missing
+    await anyio.to_thread.run_sync(_remember, checked, report, cache, verified)
+    await verified.save(transfer.locks)
     return report
 
 
 async def purge(
     needed: list[FileSpec],
-    settings: Settings,
     kinds: tuple[Kind, ...],
     dry_run: bool,
+    opened: OpenCache,
     verified: VerifiedIndex,
 ) -> list[Path]:
     """Remove (with `dry_run`, only list) and return the files of `kinds` that `needed`
     does not name; and the debris of runs that are gone (`workfiles`)."""
-    cache, obs = settings.cache, settings.observatory
+    cache, obs = opened.settings.cache, opened.settings.observatory
     purged = await anyio.to_thread.run_sync(unneeded, needed, cache, obs, kinds)
     if dry_run:
         return purged
-    with RunFile(cache):
-        roots = [cache / kind.directory / obs for kind in kinds]
-        await anyio.to_thread.run_sync(sweep, cache, [d for r in roots for d, _, _ in os.walk(r)])
-        await anyio.to_thread.run_sync(remove, purged)
-        for path in purged:
-            verified.forget(path.relative_to(cache).as_posix())
-        doubted = [spec for spec in needed if spec.path in verified.doubted]
-        if doubted:  # mappings that failed their check during the walk
-            found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
-            await anyio.to_thread.run_sync(remove, corrupt_paths(found, cache))
-        await verified.save(Locks(lambda message: None))
+    opened.hold()
+    roots = [cache / kind.directory / obs for kind in kinds]
+    await anyio.to_thread.run_sync(sweep, cache, [d for r in roots for d, _, _ in os.walk(r)])
+    await anyio.to_thread.run_sync(remove, purged)
+    for path in purged:
+        verified.forget(path.relative_to(cache).as_posix())
+    doubted = [spec for spec in needed if spec.path in verified.doubted]
+    if doubted:  # mappings that failed their check during the walk
+        found = await anyio.to_thread.run_sync(check, doubted, cache, False, verified)
+        await anyio.to_thread.run_sync(remove, corrupt_paths(found, cache))
+    await verified.save(Locks(lambda message: None))
     return purged
 
 
