@@ -4,7 +4,7 @@ has, the observatory a context's name gives, contexts named by path or URL."""
 import json
 
 import pytest
-from conftest import overwrite_unseen
+from conftest import final_lines, overwrite_unseen
 
 CONTEXT = "roman_0007.pmap"
 
@@ -38,6 +38,36 @@ def test_the_observatory_comes_from_the_context_name(make_bucket, cli, tmp_path)
     result = cli(*args, "--cache", tmp_path, "--context", "jwst_0541.pmap", "--dry-run", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["key"].startswith("crds-jwst-")
+
+
+def test_context_names_as_arguments_mean_context(make_bucket, bucket, cli, tmp_path) -> None:
+    """`crds-s3-sync NAME...`, as crds's own commands take contexts; the observatory
+    follows from the names, as with --context."""
+    _, flagged = run(cli, bucket, tmp_path, "--context", "roman_0006.pmap", "--context", CONTEXT)
+    result, named = run(cli, bucket, tmp_path, "roman_0006.pmap", CONTEXT, "--print-key")
+    assert result.exit_code == 0, result.stderr
+    assert named["contexts"] == ["roman_0006.pmap", CONTEXT] and named["key"] == flagged["key"]
+    jwst = make_bucket("jwst")
+    args = ["--bucket", jwst.name, "--prefix", jwst.prefix, "--endpoint-url", jwst.endpoint]
+    result = cli(*args, "jwst_0541.pmap", "--cache", tmp_path / "j", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["key"].startswith("crds-jwst-")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("roman_0070.pmap", "no such context; nearest known: roman_0007.pmap"),
+        ("roman_0005", "expected a .pmap, .imap or .rmap name; nearest known: roman_0005.pmap"),
+        ("jw01234_uncal.fits", "jw01234_uncal.fits is a dataset file, not a context"),
+    ],
+)
+def test_a_name_that_is_no_context_is_one_line(bucket, cli, tmp_path, given, said) -> None:
+    result = cli(*bucket.args(), "--cache", tmp_path / "cache", given)
+    assert result.exit_code == 2
+    (line,) = final_lines(result.stderr)
+    assert said in line, line
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("spelled", [f"/some/dir/{CONTEXT}", f"s3://elsewhere/crds/{CONTEXT}"])

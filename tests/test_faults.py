@@ -6,9 +6,14 @@ import json
 import threading
 from pathlib import Path
 
+import anyio
+import pytest
 from conftest import RULES, files_under, mappings_of
 from faults import TRANSIENT, FaultProxy
 
+from crds_s3_sync.engine.ledger import Ledger
+from crds_s3_sync.engine.pacer import Pacer
+from crds_s3_sync.errors import SetupError, Unreachable
 from crds_s3_sync.rules.mapping import parse_mapping
 
 FLAT = "roman_wfi_flat_0004.asdf"
@@ -127,3 +132,25 @@ def test_throttling_that_never_ends_is_given_up(make_bucket, cli, tmp_path) -> N
     assert proxy.injected["slowdown"] == tries > 2
     assert report["retries"] == tries - 1
     assert not (cache / "references" / "roman" / DARK).exists()
+
+
+def test_a_refused_connection_after_the_source_answered_is_retried() -> None:
+    """Once the source has answered, a refused connection is a server going away for a
+    while (a restart): tried again for --retry-time like any passing fault; before
+    any answer it ends the run at once (test_mistakes)."""
+
+    async def refused() -> bytes:
+        raise Unreachable("s3://b/k: connection refused", "http://127.0.0.1:9", "refused")
+
+    async def answered() -> bytes:
+        return b"server_config"
+
+    async def main() -> None:
+        async with Pacer(4, Ledger(), retry_time=0.6) as pacer:
+            with pytest.raises(SetupError, match=r"cannot reach http://127.0.0.1:9: refused"):
+                await pacer.call("s3://b/k", refused)
+            assert await pacer.call("s3://b/config", answered) == b"server_config"
+            with pytest.raises(Unreachable, match=r"gave up after [\d.]+ s and \d+ tries"):
+                await pacer.call("s3://b/k", refused)
+
+    anyio.run(main)

@@ -3,6 +3,8 @@ stderr, `crds-s3-sync: error: ...`, naming what is wrong, and exit 2; never a
 traceback, never exit 1 (which means "files failed"). A fault of the tool itself
 is one line naming where its traceback went, and exit 3."""
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,51 @@ def test_a_mistake_about_the_bucket_is_one_line(make_bucket, cli, tmp_path, name
 def test_missing_bucket_is_one_line(s3, endpoint, cli, tmp_path) -> None:
     result = cli("--bucket", "no-such-bucket-here", "--endpoint-url", endpoint, "--cache", tmp_path)
     assert "no-such-bucket-here" in one_error_line(result)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (a typo'd port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "cause"),
+    [
+        (f"http://127.0.0.1:{closed_port()}", "connection refused"),
+        ("http://crds-s3-sync-test.invalid:9000", "the host name does not resolve"),
+    ],
+)
+def test_an_endpoint_that_cannot_be_reached_ends_the_run_at_once(
+    cli, tmp_path, endpoint: str, cause: str
+) -> None:
+    """Before the source has answered anything, these are mistakes, not passing faults:
+    not retried for --retry-time (120 s by default), as they would be later in a run."""
+    start = time.monotonic()
+    result = cli("--endpoint-url", endpoint, "--no-sign-request", "--cache", tmp_path / "cache")
+    line = one_error_line(result)
+    assert f"cannot reach {endpoint}: {cause} (3 tries)" in line, line
+    assert time.monotonic() - start < 20
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_found_before_any_request(cli, tmp_path) -> None:
+    """Local mistakes first: with an endpoint nothing answers, the cache is what is named."""
+    (tmp_path / "a-file").write_text("not a directory")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    for cache, says in ((tmp_path / "a-file", "not a directory"), ("/proc/crds", "cannot create")):
+        result = cli("--endpoint-url", endpoint, "--no-sign-request", "--cache", cache)
+        line = one_error_line(result)
+        assert str(cache) in line and says in line and "cannot reach" not in line, line
+
+
+def test_reading_actions_need_no_writable_cache(make_bucket, cli) -> None:
+    bucket = make_bucket("roman")
+    for action in ("--dry-run", "--check", "--print-key"):
+        result = cli(*bucket.args(), "--cache", "/proc/crds", "roman_0007.pmap", action)
+        assert result.exit_code in (0, 1), (action, result.stderr)  # 1: --check found it empty
+        assert "writable" not in result.stderr
 
 
 def test_an_internal_error_says_where_its_traceback_is(cli, tmp_path, monkeypatch) -> None:

@@ -30,6 +30,16 @@ class Transient(SourceError):
     """A failure that may not happen again: throttling, a server error, a lost connection."""
 
 
+class Unreachable(Transient):
+    """The connection was refused, or the host's name does not resolve: passing once
+    the source has answered (a server restarting), a configuration mistake before
+    that (a typo'd port or host), which the pacer ends the run for."""
+
+    def __init__(self, message: str, endpoint: str = "", cause: str = "") -> None:
+        super().__init__(message)
+        self.endpoint, self.cause = endpoint, cause
+
+
 class Mismatch(Transient):
     """The bytes received are not the bytes server_config describes: fetch them again,
     but only a few times (a flipped bit passes; a bucket that disagrees does not)."""

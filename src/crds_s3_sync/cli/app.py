@@ -37,6 +37,7 @@ EPILOG = """\b
 Examples:
   crds-s3-sync                      the operational context (or $CRDS_CONTEXT)
   crds-s3-sync --last 2             the newest two contexts
+  crds-s3-sync jwst_1200.pmap       a context by name, as crds takes it
   crds-s3-sync --all --dry-run      what every context needs; fetch nothing
   crds-s3-sync --check --verify     re-hash the cache against the plan
   crds-s3-sync --observatory jwst --bucket MIRROR --prefix crds --last 1
@@ -58,6 +59,7 @@ Exit status:
 )
 def run(
     ctx: typer.Context,
+    names: flags.NamesArgument = None,
     all_: flags.AllFlag = False,
     last: flags.LastFlag = None,
     context: flags.ContextFlag = None,

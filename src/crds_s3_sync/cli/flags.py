@@ -18,6 +18,8 @@ from ..run.options import Options, Spelling
 from ..run.settings import Env
 from ..run.stages import Action
 
+DATASET_SUFFIXES = (".fits", ".asdf", ".fits.gz")  # what a data file, not a context, ends with
+
 # Options whose flag is not their name with dashes.
 FLAG_NAMES = {"contexts": "--context", "purge": "--purge-mappings/--purge-references"}
 
@@ -100,8 +102,21 @@ def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Opti
     if len(asked) > 1:
         raise typer.BadParameter("give at most one of --print-key, --check, --repair, --purge")
     purge = [k for k in ("mapping", "reference") if p[f"purge_{k}s"]]
+    last = p["last"] is not None or p["last_n"] is not None
+    counted = "--all" if p["all_"] else "--last" if last else None
+    if p["names"] and counted:  # `--all true`, say: the value taken for a context
+        raise typer.BadParameter(
+            f"{' '.join(p['names'])}: context names and {counted} select differently: give one"
+        )
+    for name in p["names"] or ():
+        if name.lower().endswith(DATASET_SUFFIXES):
+            raise typer.BadParameter(
+                f"{name} is a dataset file, not a context: give context names (NAME.pmap)"
+            )
     given: dict[str, Any] = {
-        "contexts": tuple([*(p["context"] or ()), *(p["crds_contexts"] or ())]),
+        "contexts": tuple(
+            [*(p["names"] or ()), *(p["context"] or ()), *(p["crds_contexts"] or ())]
+        ),
         "last": p["last"] if p["last_n"] is None else p["last_n"],
         "all": p["all_"],
         "env": str(p["env"]) if p["env"] else None,
@@ -162,6 +177,15 @@ AllFlag = Annotated[bool, typer.Option("--all", help="Every context in the bucke
 LastFlag = Annotated[
     int | None,
     typer.Option(metavar="N", help="The newest N contexts."),
+]
+
+NamesArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[CONTEXT]...",
+        help="Context names, as crds's commands take them: the same as --context.",
+        show_default=False,
+    ),
 ]
 
 ContextFlag = Annotated[

@@ -12,7 +12,9 @@ back-off with full jitter, at least what S3's `Retry-After` asks. A `Resend`
 (the network layer learned the bucket's region, renewed credentials, or found
 a kept-alive connection closed) goes again at once and is no try. Throttling
 halves the window, other passing failures take a quarter off: S3's SlowDown is
-the run as a whole going too fast.
+the run as a whole going too fast. A connection refused, or a host name that does
+not resolve, before the source has answered anything is a mistake in the
+endpoint or proxy, not a passing fault: the run ends after UNREACHABLE_TRIES.
 
 The pacer also watches for silence: while requests are out and none has been
 answered for a read timeout, the ledger hears what the run waits for.
@@ -27,7 +29,7 @@ from typing import TypeVar
 
 import anyio
 
-from ..errors import Mismatch, Resend, Throttled, Transient
+from ..errors import Mismatch, Resend, SetupError, Throttled, Transient, Unreachable
 from ..network.s3errors import one_line
 from .ledger import Ledger, Resent
 from .window import Concurrency
@@ -36,6 +38,7 @@ T = TypeVar("T")
 RETRY_TIME = 120.0  # seconds one request keeps trying, by default
 BACKOFF = (0.1, 10.0)  # first and longest back-off, seconds
 RESENDS = 4  # a request sent again at once (region, credentials, stale connection), at most
+UNREACHABLE_TRIES = 3  # tries of a request while the source has never answered
 
 
 class Sent:
@@ -59,6 +62,7 @@ class Pacer:
         self._pending: dict[int, tuple[str, float]] = {}  # requests out: where, since when
         self._tokens = itertools.count()
         self._last_answer = time.monotonic()
+        self.answered = False  # whether the source has answered any request of the run
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> "Pacer":
@@ -92,8 +96,13 @@ class Pacer:
             token = next(self._tokens)
             self._pending[token] = (where, time.monotonic())
             sent = Sent(nbytes)
+            reached = True
             try:
                 yield sent
+            except Unreachable:
+                reached = False
+                self.window.failed()
+                raise
             except Throttled:
                 self.window.throttled()
                 raise
@@ -107,6 +116,7 @@ class Pacer:
             finally:
                 del self._pending[token]
                 self._last_answer = time.monotonic()
+                self.answered = self.answered or reached
 
     async def retry(self, where: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()` until it succeeds, fails for good, or its time is up; the last
@@ -125,6 +135,15 @@ class Pacer:
                 continue
             except Transient as exc:
                 elapsed = time.monotonic() - start
+                if (
+                    isinstance(exc, Unreachable)
+                    and not self.answered
+                    and tries >= UNREACHABLE_TRIES
+                ):
+                    raise SetupError(
+                        f"cannot reach {exc.endpoint}: {exc.cause} ({tries} tries); check "
+                        "the endpoint URL, the proxy settings and the network"
+                    ) from None
                 delay = backoff(tries)
                 if isinstance(exc, Throttled):
                     delay = max(delay, exc.retry_after or 0.0)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import S3Store
 
-from ..errors import FormatError, SetupError, SourceError, Transient
+from ..errors import FormatError, SetupError, SourceError, Transient, Unreachable
 from .connection import Proxy, Trust
 from .s3errors import Answer, Translator, WrongRegion, one_line
 
@@ -220,6 +220,12 @@ class Bodies:
         refused = _refusal(text)
         if target.proxy is not None and refused is not None:
             return self._translator.proxy_refused(target.proxy.url, host, refused)
+        cause = _unreachable(text)
+        if cause is not None:
+            endpoint = urlsplit(target.host)._replace(path="").geturl()
+            if target.proxy is not None:
+                endpoint = f"{endpoint} through the proxy {target.proxy.url}"
+            return Unreachable(f"{target.where}: {cause}", endpoint, cause)
         return Transient(f"{target.where}: {_short(text)}")
 
 
@@ -233,6 +239,16 @@ def _refusal(text: str) -> str | None:
         return "407 Proxy Authentication Required"
     if re.search(r"Tunnel|tunnel", text) and "Connect" in text:
         return "the CONNECT was answered with an error"
+    return None
+
+
+def _unreachable(text: str) -> str | None:
+    """A connection refused or a name that does not resolve, as obstore's HTTP client
+    names them."""
+    if "ConnectionRefused" in text:
+        return "connection refused"
+    if "dns error" in text:
+        return "the host name does not resolve"
     return None
 
 

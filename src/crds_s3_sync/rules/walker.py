@@ -8,9 +8,10 @@ The result must equal what the crds library's `mapping_names()` and
 contexts.
 """
 
+import difflib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import SyncError
@@ -66,9 +67,9 @@ def select_contexts(
     """Resolve a selection; `bucket_names` lists the bucket's mappings (for --all / --last)."""
     if selection.names:
         names = [_symbolic(name, server_config) for name in selection.names]
-        return [_check_context(name) for name in dict.fromkeys(names)]
+        return [_check_context(name, server_config) for name in dict.fromkeys(names)]
     if not (selection.all or selection.last):
-        return [_check_context(server_config.operational_context)]
+        return [_check_context(server_config.operational_context, server_config)]
     contexts = sorted(
         (name for name in bucket_names or [] if name.endswith(".pmap") and is_plain_name(name)),
         key=context_serial,
@@ -186,8 +187,18 @@ def _symbolic(name: str, server_config: ServerConfig) -> str:
     return name
 
 
-def _check_context(name: str) -> str:
+def _check_context(name: str, server_config: ServerConfig) -> str:
     check_name(name, "context")
     if not is_mapping_name(name):
-        raise SyncError(f"context {name!r}: expected a .pmap, .imap or .rmap name")
+        near = nearest(name, server_config.mappings)
+        raise SyncError(f"context {name!r}: expected a .pmap, .imap or .rmap name{near}")
     return name
+
+
+def nearest(name: str, known: Iterable[str]) -> str:
+    """For a name that is no context: '; nearest known: ...', the mapping names of
+    `known` spelled most like it (of its kind, if it has one), or ''."""
+    kind = next((ext for ext in (".pmap", ".imap", ".rmap") if name.endswith(ext)), ".pmap")
+    names = sorted({other for other in known if other.endswith(kind) and other != name})
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; nearest known: {', '.join(close)}" if close else ""

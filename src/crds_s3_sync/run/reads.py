@@ -22,7 +22,7 @@ from ..rules.mapping import Mapping
 from ..rules.pickles import TreeReader, from_worker, read_in_worker
 from ..rules.plans import SERVER_CONFIG
 from ..rules.server_config import FileMeta, ServerConfig, parse_server_config
-from ..rules.walker import ReadTree, Selection, select_contexts
+from ..rules.walker import ReadTree, Selection, nearest, select_contexts
 from .settings import Settings
 
 # From this many context pickles to read, they are read on every core: a pickle is
@@ -90,6 +90,15 @@ async def _exists(source: Paced, location: Location, name: str) -> bool:
     except SourceError:
         return False
     return True
+
+
+async def _listed(source: Paced, location: Location) -> list[str]:
+    """What is there, for a message naming what a missing name could have been meant
+    as: none where the bucket does not let us list."""
+    try:
+        return await source.list_names(location)
+    except SourceError:
+        return []
 
 
 @asynccontextmanager
@@ -164,7 +173,9 @@ class PickleFetcher:
             )
         except NotFound:
             where = f"{self.settings.pickles}/{context}.pkl"
-            raise SyncError(f"{where}: no such context pickle") from None
+            listed = await _listed(self.source, self.settings.pickles)
+            pickled = [name.removesuffix(".pkl") for name in listed]
+            raise SyncError(f"{where}: no such context pickle{nearest(context, pickled)}") from None
 
 
 @dataclass
@@ -217,8 +228,11 @@ class MappingFetcher:
         try:
             data = await self.source.read(self.settings.mappings, name, LIMITS[Kind.mapping])
         except NotFound:
-            what = "context" if name in self.contexts else "mapping"
-            raise SyncError(f"{self.settings.mappings}/{name}: no such {what}") from None
+            what, near = "mapping", ""
+            if name in self.contexts:
+                listed = await _listed(self.source, self.settings.mappings)
+                what, near = "context", nearest(name, [*listed, *self.server_config.mappings])
+            raise SyncError(f"{self.settings.mappings}/{name}: no such {what}{near}") from None
         if meta is not None and (len(data), hashlib.sha1(data).hexdigest()) != (
             meta.size,
             meta.sha1,

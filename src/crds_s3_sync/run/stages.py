@@ -27,6 +27,7 @@ from .planning import make_plan
 from .settings import Settings
 from .upkeep import (
     OpenCache,
+    check_writable,
     corrupt_paths,
     counted,
     fetch_files,
@@ -70,6 +71,8 @@ class SyncResult:
 
 
 async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -> SyncResult:
+    if _writes(options):
+        check_writable(settings, options.organize)
     jobs, how = options.transfer.jobs, options.transfer
     async with (
         S3Source(settings.endpoint, jobs, how.timeout) as source,
@@ -98,7 +101,7 @@ async def _run(
 
     verified = VerifiedIndex.load(settings.cache, settings.observatory)
     selection, verify, jobs = options.selection, options.transfer.verify, options.transfer.jobs
-    writes = options.action is Action.sync and not options.dry_run
+    writes = options.action is Action.sync and not options.dry_run  # what planning reads
     planning = await make_plan(
         paced, settings, selection, verify, jobs, ledger, verified, keep if writes else None
     )
@@ -139,6 +142,11 @@ async def _run(
             result.purged = await purge(needed, options.purge, False, opened, verified)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _writes(options: SyncOptions) -> bool:
+    """Whether the run may write into the cache: check, key and dry runs only read it."""
+    return not options.dry_run and options.action in (Action.sync, Action.repair, Action.purge)
 
 
 async def _act(

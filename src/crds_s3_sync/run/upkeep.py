@@ -4,6 +4,7 @@ refused), what was verified recorded after, and what the selection no longer
 needs purged or moved into another layout.
 """
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sized
@@ -171,6 +172,36 @@ def _remember(
             continue
         if spec.size is None or found.st_size == spec.size:
             verified.saw(spec, found)
+
+
+def check_writable(settings: Settings, organize: bool) -> None:
+    """Before any request, for a run that writes: a cache of another layout (unless it
+    is to be organized into this one), or that could not be made or written (a file,
+    a read-only or foreign directory), is a mistake to say now, not after planning.
+    A cache still to be made is tried (its first missing directory made and
+    removed): a run that fails later leaves none behind."""
+    cache = settings.cache
+    if not organize:
+        check_cache_layout(cache, settings.observatory, settings.layout)
+    missing = None  # the first directory of the cache's path still to be made
+    for place in (cache, *cache.parents):
+        if os.path.lexists(place):
+            break
+        missing = place
+    if missing is None:
+        if not cache.is_dir():
+            raise SyncError(f"{cache}: cannot use the cache: not a directory")
+        if not os.access(cache, os.W_OK | os.X_OK):
+            raise SyncError(f"{cache}: the cache is not writable")
+        return
+    try:
+        missing.mkdir()
+    except FileExistsError:
+        return  # another process sharing the cache made it just now
+    except OSError as exc:
+        raise SyncError(f"{cache}: cannot create the cache: {exc.strerror}") from None
+    with contextlib.suppress(OSError):  # in use already by another process: leave it
+        missing.rmdir()
 
 
 def prepare_cache(settings: Settings) -> None:
