@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Bucket, files_under, mappings_of, overwrite_unseen, read_until
 
-from crds_s3_sync.engine.transfer import IN_MEMORY
+from crds_s3_sync.engine.whole import IN_MEMORY
 
 DARK = "roman_wfi_dark_0001.asdf"
 

@@ -22,8 +22,8 @@ The folders are the layers, each importing only from those listed before it:
   purge), `organize`
 - `engine/`: moving bytes: `pacer` (the one window of requests in flight,
   `window`, and the one retry policy), `ledger` (the one record of events every
-  view reads), `transfer` (verify, write, rename), `ranged` (big files in
-  parts), `platforms`
+  view reads), `transfer` (the plan's files, each found valid or fetched),
+  `whole` (a file as one GET), `ranged` (big files in parts), `platforms`
 - `run/`: one sync: `options` (declared once, checked before any request),
   `settings` (flags, CRDS_* variables, presets), `reads` (planning's reads),
   `upkeep` (the cache around a transfer), `stages` (the order of it all)

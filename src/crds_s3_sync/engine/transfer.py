@@ -5,8 +5,8 @@ into place (os.replace, atomic on POSIX) only when its size and SHA-1 match
 `download_metadata` and its bytes are on stable storage (`durable`); so a final
 path only ever holds a verified, durable file.
 
-Small files are one GET each; large files are fetched in ranged parts (see
-`ranged`).
+Files below the threshold are one GET each (`whole`); larger ones are fetched in
+ranged parts (`ranged`).
 
 All requests, whole-file or part, share the source's one window of requests in
 flight (`pacer`: `jobs` at most); small and large files have their own
@@ -26,7 +26,6 @@ fails half-way leaves nothing of itself in the cache.
 
 import contextlib
 import errno
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ from typing import TypeVar
 
 import anyio
 
-from ..cache.audit import check_received, defect
-from ..cache.durable import Batches, create, start_write_back
+from ..cache.audit import defect
+from ..cache.durable import Batches
 from ..cache.locks import Locks
 from ..cache.partial import discard_parts
 from ..cache.workfiles import temporary_name
@@ -45,15 +44,14 @@ from ..network.s3errors import one_line
 from ..network.source import READ_TIMEOUT, S3Source
 from ..pool import for_each, task_group
 from ..rules.plans import FileSpec
-from .ledger import Finished, Received, Report, Restarted, Started
+from .ledger import Finished, Received, Report, Started
 from .paced import Paced
 from .pacer import RETRY_TIME, Pacer
 from .ranged import RangedFile
+from .whole import IN_MEMORY, WholeFile
 from .window import Window
 
 MiB = 1 << 20
-IN_MEMORY = MiB  # files up to this size are read whole and written in one go
-INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread hand-off
 THREADS = 4
 HELD = 128 * MiB  # bytes of bodies in memory (whole files and parts), all files together
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
@@ -108,6 +106,9 @@ class Transfer:
         # the memory the whole run should use; so every body in memory holds its size here.
         self._held = Window(HELD)
         self._batches = Batches(self.cache, self.options.durable)
+        self._whole = WholeFile(
+            self.source, self.pacer, self._off_loop, self._held, self._batches, self.options.durable
+        )
         self._written: dict[str, tuple[FileSpec, str]] = {}  # by `put`: name -> (spec, temp)
 
     async def __aenter__(self) -> "Transfer":
@@ -131,8 +132,7 @@ class Transfer:
         temp = temporary_name(final)
         try:
             self._make_dirs(final)
-            durable = self.options.durable
-            await self._off_loop(_write_verified, temp, data, spec, len(data), durable)
+            await self._whole.write(spec, temp, data, len(data))
         except (SourceError, OSError) as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -199,7 +199,7 @@ class Transfer:
         self._make_dirs(final)
         where = f"{spec.source}/{spec.name}"
         if size <= IN_MEMORY:
-            await self.pacer.retry(where, lambda: self._whole(spec, final, size))
+            await self.pacer.retry(where, lambda: self._whole.fetch(spec, final, size))
             return 0
         async with self.locks.hold(final) as alone:
             if await self._is_valid(final, spec, size):
@@ -217,7 +217,7 @@ class Transfer:
                     private=not alone,
                 )
                 return await ranged.fetch(spec, final, size)
-            await self.pacer.retry(where, lambda: self._whole(spec, final, size))
+            await self.pacer.retry(where, lambda: self._whole.fetch(spec, final, size))
             if alone:
                 discard_parts(final)  # an earlier run's, split by a smaller threshold
         return 0
@@ -256,54 +256,6 @@ class Transfer:
     async def _off_loop(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
-    # -- one GET per file --------------------------------------------------------------
-
-    async def _whole(self, spec: FileSpec, final: Path, size: int) -> None:
-        """One attempt at a file as one GET; the ledger takes back what a failed one counted."""
-        self.ledger.record(Started(spec))
-        temp = temporary_name(final)
-        try:
-            if size <= IN_MEMORY:
-                await self._held.acquire(size)
-                try:
-                    async with self.pacer.request(f"{spec.source}/{spec.name}", size):
-                        data = await self.source.read(spec.source, spec.name, size=size)
-                    await self._write(spec, temp, data, size)
-                finally:
-                    self._held.release(size)
-                await self._batches.settle(temp, final)
-            else:
-                await self._stream(spec, temp, final, size)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            self.ledger.record(Restarted(spec))
-            raise
-
-    async def _write(self, spec: FileSpec, temp: str, data: bytes | memoryview, size: int) -> None:
-        self.ledger.record(Received(spec, len(data)))
-        if len(data) <= INLINE:
-            _write_verified(temp, data, spec, size)
-        else:
-            await self._off_loop(_write_verified, temp, data, spec, size)
-
-    async def _stream(self, spec: FileSpec, temp: str, final: Path, size: int) -> None:
-        """A file above IN_MEMORY and below the threshold: one GET, held in memory
-        while it is hashed and written. Its write-back starts at once, and it is
-        settled in the small files' batches (one flush for many), not by itself:
-        its own fsync held a writing thread, and its bytes in memory, for as long
-        as the disk took."""
-        await self._held.acquire(size)
-        try:
-            async with self.pacer.request(f"{spec.source}/{spec.name}", size):
-                data = await self.source.read(spec.source, spec.name, size=size)
-            self.ledger.record(Received(spec, size))
-            durable = self.options.durable
-            await self._off_loop(_write_verified, temp, data, spec, size, durable)
-        finally:
-            self._held.release(size)
-        await self._batches.settle(temp, final)
-
 
 def _no_room(final: Path, exc: OSError) -> SyncError:
     """Every other file would fail the same way: the whole sync stops."""
@@ -311,17 +263,3 @@ def _no_room(final: Path, exc: OSError) -> SyncError:
         f"{final.parent}: {exc.strerror}; free space in the cache's file system "
         "and run again (what is done is kept)"
     )
-
-
-def _write_verified(
-    temp: str, data: bytes | memoryview, spec: FileSpec, size: int, write_back: bool = False
-) -> None:
-    """Verify and write under the temporary name, for the caller's batch to flush and
-    rename; with `write_back`, the disk starts on it now."""
-    check_received(spec, len(data), size, hashlib.sha1(data).hexdigest())
-    fd = create(temp, data)
-    try:
-        if write_back:
-            start_write_back(fd, 0, len(data))
-    finally:
-        os.close(fd)
