@@ -13,8 +13,10 @@ export proxy and CA-bundle variables of its own.
 
 import json
 import re
+import socket
 import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +274,27 @@ def test_proxy_refusal_names_the_proxy(certs, s3, network, cli, tmp_path, monkey
     )
     assert len(final_lines(result.stderr)) == 1
     assert s3.requests == []
+
+
+def test_a_proxy_that_is_not_running_ends_the_run_at_once(
+    s3, network, cli, tmp_path, monkeypatch
+) -> None:
+    """HTTPS_PROXY naming a port nothing listens on: a setup mistake, said at once with
+    the endpoint and the proxy, not retried for --retry-time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HTTPS_PROXY", gone)
+    _, args = roman_bucket(s3)
+    start = time.monotonic()
+    result = cli(*args, "--cache", tmp_path / "cache")
+    assert result.exit_code == 2, result.stderr
+    (line,) = final_lines(result.stderr)
+    assert f"through the proxy {gone}: connection refused" in line, line
+    assert "crds-private.s3.amazonaws.com" in line
+    assert time.monotonic() - start < 20
+    assert s3.requests == []
+    assert not (tmp_path / "cache").exists()
 
 
 def test_credentials_rotating_during_the_sync(
