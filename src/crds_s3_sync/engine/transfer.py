@@ -109,7 +109,8 @@ class Transfer:
         self._whole = WholeFile(
             self.source, self.pacer, self._off_loop, self._held, self._batches, self.options.durable
         )
-        self._written: dict[str, tuple[FileSpec, str]] = {}  # by `put`: name -> (spec, temp)
+        # by `put`: name -> (spec, temporary name, size)
+        self._written: dict[str, tuple[FileSpec, str, int]] = {}
 
     async def __aenter__(self) -> "Transfer":
         return self
@@ -117,7 +118,7 @@ class Transfer:
     async def __aexit__(self, *exc: object) -> None:
         """No batch starts after this; what `put` wrote and `run` did not place goes."""
         self._batches.close()
-        for _, temp in self._written.values():
+        for _, temp, _ in self._written.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         self._written = {}
@@ -139,7 +140,7 @@ class Transfer:
             if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
                 raise _no_room(final, exc) from None
             return
-        self._written[spec.name] = (spec, temp)
+        self._written[spec.name] = (spec, temp, len(data))
 
     async def run(self, plans: Iterable[FileSpec]) -> Report:
         written, plan = [], []
@@ -158,14 +159,12 @@ class Transfer:
             group.start_soon(for_each, small, self._one, self.options.jobs)
         return self.ledger.report
 
-    async def _place(self, written: tuple[FileSpec, str]) -> None:
+    async def _place(self, written: tuple[FileSpec, str, int]) -> None:
         """A file `put` wrote, into place."""
-        spec, temp = written
+        spec, temp, size = written
         self.ledger.record(Started(spec))
-        size = 0
+        self.ledger.record(Received(spec, size))
         try:
-            size = os.stat(temp).st_size
-            self.ledger.record(Received(spec, size))
             await self._batches.settle(temp, self.cache / spec.path)
         except OSError as exc:
             self.ledger.record(Finished(spec, "failed", size, one_line(exc)))

@@ -101,9 +101,9 @@ async def _run(
 
     verified = VerifiedIndex.load(settings.cache, settings.observatory)
     selection, verify, jobs = options.selection, options.transfer.verify, options.transfer.jobs
-    writes = options.action is Action.sync and not options.dry_run  # what planning reads
+    keeps = options.action is Action.sync and not options.dry_run  # what planning reads
     planning = await make_plan(
-        paced, settings, selection, verify, jobs, ledger, verified, keep if writes else None
+        paced, settings, selection, verify, jobs, ledger, verified, keep if keeps else None
     )
     needed = plan = planning.plan.needed
     if options.mappings_only:
