@@ -109,6 +109,7 @@ def make_bucket(s3, endpoint: str) -> MakeBucket:
         sizes: dict[str, int] | None = None,
         pickles: dict[str, bytes] | None = None,
         operational: str | None = None,
+        contents: dict[str, bytes] | None = None,
     ) -> Bucket:
         """`sizes` overrides the synthetic size of named references; `pickles` makes an
         HST-style bucket ({context: pickle}, no mappings); `operational` names the
@@ -130,6 +131,7 @@ def make_bucket(s3, endpoint: str) -> MakeBucket:
             mappings=mappings,
             pickles=pickles,
             operational=operational,
+            contents=contents,
         )
         return Bucket(name, prefix, observatory, endpoint, refs)
 

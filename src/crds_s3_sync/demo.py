@@ -58,6 +58,7 @@ def build_bucket(
     mappings: list[str] | None = None,
     pickles: dict[str, bytes] | None = None,
     operational: str | None = None,
+    contents: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """Upload config, mappings and synthetic references; return the references' bytes.
 
@@ -65,7 +66,8 @@ def build_bucket(
     files). `mappings` limits which mapping files are uploaded (default: all).
     With `pickles` ({context: pickle bytes}) the bucket is laid out as HST's
     are: context pickles and no mapping files. `operational` overrides the
-    server_config's operational context.
+    server_config's operational context. `contents` gives real bytes for the
+    references named (a configuration crds reads, say) instead of synthetic ones.
     """
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     extra = {"ACL": "public-read"} if public else {}
@@ -91,7 +93,9 @@ def build_bucket(
     for key, data in files.items():
         client.put_object(Bucket=bucket, Key=f"{base}{key}", Body=data, **extra)
     for ref in refs:
-        references.setdefault(ref, synthetic_reference(ref, reference_size(ref)))
+        references.setdefault(
+            ref, (contents or {}).get(ref) or synthetic_reference(ref, reference_size(ref))
+        )
     for ref, data in references.items():
         metadata[ref] = (len(data), hashlib.sha1(data).hexdigest())
         client.put_object(

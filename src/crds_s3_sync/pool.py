@@ -5,7 +5,7 @@ Starting a task per file would hold 40,000 coroutines for a big sync; instead
 stays flat however long the plan is. `task_group` is anyio's task group, except
 that the first failure comes out as itself, not wrapped in an ExceptionGroup,
 so callers can catch SyncError and friends. `Processes` runs CPU-bound work
-(reading HST's context pickles) on the other cores.
+(reading HST's context pickles, crds's best references) on the other cores.
 """
 
 import asyncio
@@ -50,10 +50,10 @@ class Processes:
     plain fork would copy a process whose other threads (obstore's) may hold locks,
     and starting each worker afresh would import the package in each."""
 
-    def __init__(self, preload: list[str]) -> None:
+    def __init__(self, preload: list[str], workers: int | None = None) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(preload)
-        workers = len(os.sched_getaffinity(0))
+        workers = workers or len(os.sched_getaffinity(0))
         self._executor = ProcessPoolExecutor(workers, mp_context=context)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:

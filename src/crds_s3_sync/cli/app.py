@@ -39,6 +39,7 @@ Examples:
   crds-s3-sync --last 2             the newest two contexts
   crds-s3-sync jwst_1200.pmap       a context by name, as crds takes it
   crds-s3-sync --all --dry-run      what every context needs; fetch nothing
+  crds-s3-sync --datasets uncal/    the references these datasets need
   crds-s3-sync --check --verify     re-hash the cache against the plan
   crds-s3-sync --observatory jwst --bucket MIRROR --prefix crds --last 1
 
@@ -63,6 +64,7 @@ def run(
     all_: flags.AllFlag = False,
     last: flags.LastFlag = None,
     context: flags.ContextFlag = None,
+    datasets: flags.DatasetsFlag = None,
     observatory: flags.ObservatoryFlag = None,
     env: flags.EnvFlag = None,
     bucket: flags.BucketFlag = None,

@@ -21,7 +21,8 @@ from typer.core import TyperCommand
 
 PROGRAM = "crds-s3-sync"
 USAGE, INTERNAL = 2, 3
-VARIADIC = ("--contexts",)  # options that take every value up to the next option
+# Options that take every value up to the next option
+VARIADIC = ("--contexts", "--datasets", "--dataset-files")
 
 
 class OneLineCommand(TyperCommand):

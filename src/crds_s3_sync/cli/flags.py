@@ -13,12 +13,11 @@ import click
 import typer
 
 from .. import __version__
+from ..datasets.files import DATASET_SUFFIXES
 from ..rules.layout import Layout
 from ..run.options import Options, Spelling
 from ..run.settings import Env
 from ..run.stages import Action
-
-DATASET_SUFFIXES = (".fits", ".asdf", ".fits.gz")  # what a data file, not a context, ends with
 
 # Options whose flag is not their name with dashes.
 FLAG_NAMES = {"contexts": "--context", "purge": "--purge-mappings/--purge-references"}
@@ -68,15 +67,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def _given(ctx: typer.Context, *parameters: str) -> bool:
-    """Whether any of `parameters` was set by the user (flag or environment), not left
-    at its default."""
-    return any(
-        (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
-        for name in parameters
-    )
-
-
 def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Options]:
     """The action and options the command line asks for. crds sync's spellings keep
     crds sync's meanings: its selections fetch the rules only unless asked for
@@ -111,7 +101,8 @@ def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Opti
     for name in p["names"] or ():
         if name.lower().endswith(DATASET_SUFFIXES):
             raise typer.BadParameter(
-                f"{name} is a dataset file, not a context: give context names (NAME.pmap)"
+                f"{name} is a dataset file, not a context: give datasets with --datasets"
+                " (and contexts by name, NAME.pmap)"
             )
     given: dict[str, Any] = {
         "contexts": tuple(
@@ -119,6 +110,7 @@ def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Opti
         ),
         "last": p["last"] if p["last_n"] is None else p["last_n"],
         "all": p["all_"],
+        "datasets": p["datasets"],
         "env": str(p["env"]) if p["env"] else None,
         "layout": str(p["layout"]) if p["layout"] else None,
         "organize": str(p["organize"]) if p["organize"] else None,
@@ -184,6 +176,18 @@ NamesArgument = Annotated[
     typer.Argument(
         metavar="[CONTEXT]...",
         help="Context names, as crds's commands take them: the same as --context.",
+        show_default=False,
+    ),
+]
+
+DatasetsFlag = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--datasets",
+        "--dataset-files",
+        metavar="FILE...",
+        help="Only the references these datasets need under the contexts, as crds"
+        " chooses them (files; directories are searched for .fits and .asdf).",
         show_default=False,
     ),
 ]

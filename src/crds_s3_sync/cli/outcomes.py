@@ -30,26 +30,56 @@ class Outcome:
         return []
 
     def exit_code(self) -> int:
-        return 1 if self.result.report.failed else 0
+        return 1 if self.result.report.failed or self._unresolved() else 0
 
     def document(self) -> dict[str, object]:
         """The --json document: the run's numbers, and what the action found."""
         result, report = self.result, self.result.report
-        return {
-            "contexts": result.contexts,
-            "key": result.key,
-            "files": len(result.plan),
-            "bytes": _size(result.plan),
-            "downloaded": report.downloaded,
-            "skipped": report.skipped,
-            "fetched_bytes": report.fetched_bytes,
-            "failed": report.failed,
-            "unverified": report.unverified,
-            "retries": report.retries,
-            "resumed_bytes": report.resumed_bytes,
-            "seconds": round(result.seconds, 3),
-            "exit": self.exit_code(),
-        } | ({"purged": self._purged()} if self.options.purge else {})
+        return (
+            {
+                "contexts": result.contexts,
+                "key": result.key,
+                "files": len(result.plan),
+                "bytes": _size(result.plan),
+                "downloaded": report.downloaded,
+                "skipped": report.skipped,
+                "fetched_bytes": report.fetched_bytes,
+                "failed": report.failed,
+                "unverified": report.unverified,
+                "retries": report.retries,
+                "resumed_bytes": report.resumed_bytes,
+                "seconds": round(result.seconds, 3),
+                "exit": self.exit_code(),
+            }
+            | ({"purged": self._purged()} if self.options.purge else {})
+            | self._datasets()
+        )
+
+    def _datasets(self) -> dict[str, object]:
+        """--datasets: crds's answer for each dataset, by context."""
+        if not self.options.datasets:
+            return {}
+        answers: dict[str, dict[str, object]] = {}
+        for choice in self.result.datasets:
+            answers.setdefault(choice.dataset, {})[choice.context] = choice.as_json()
+        return {"datasets": answers}
+
+    def _unresolved(self) -> list[str]:
+        """A line per dataset and type crds found no file for (beyond "n/a")."""
+        return [
+            f"{choice.dataset}: {kind} under {choice.context}: {error}"
+            for choice in self.result.datasets
+            for kind, error in choice.unresolved()
+        ]
+
+    def _chosen(self) -> list[str]:
+        """A line per dataset and context: the references crds chose."""
+        lines = []
+        for choice in self.result.datasets:
+            if isinstance(choice.references, dict):
+                names = [f"{k}={v}" for k, v in sorted(choice.as_json().items()) if v != "n/a"]
+                lines.append(f"{choice.dataset} {choice.context}: {' '.join(names)}")
+        return lines
 
     def _purged(self) -> list[str]:
         return [str(path.relative_to(self.cache)) for path in self.result.purged]
@@ -71,7 +101,7 @@ class Outcome:
     def failures(self) -> list[str]:
         """A line per failed file, naming it once (most errors name it already), for
         people, after the summary."""
-        lines = []
+        lines = [f"not found: {line}" for line in self._unresolved()]
         for failure in self.result.report.failed:
             name, error = failure["name"], failure["error"]
             lines.append(f"failed: {error}" if name in error else f"failed: {name}: {error}")
@@ -103,7 +133,7 @@ class Planned(Outcome):
     """A dry run of a sync: what it would fetch (the missing and corrupt files)."""
 
     def listing(self) -> list[str]:
-        return [problem.spec.path for problem in self.result.problems]
+        return self._chosen() + [problem.spec.path for problem in self.result.problems]
 
     def summary(self) -> list[str]:
         fetch = [problem.spec for problem in self.result.problems]
@@ -144,7 +174,7 @@ class Checked(Outcome):
         ]
 
     def exit_code(self) -> int:
-        return 1 if self.result.problems else 0
+        return 1 if self.result.problems or self._unresolved() else 0
 
     def document(self) -> dict[str, object]:
         return {**super().document(), "problems": [p.as_json() for p in self.result.problems]}
@@ -168,7 +198,7 @@ class Repaired(Checked):
     def exit_code(self) -> int:
         if self.options.dry_run:
             return super().exit_code()
-        return 1 if self.result.report.failed else 0
+        return Outcome.exit_code(self)
 
 
 class Purged(Outcome):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, TypeVar
 
+from ..datasets.files import dataset_files
 from ..engine.platforms import check_platform, fit_open_files
 from ..engine.transfer import TransferOptions
 from ..errors import SyncError
@@ -29,6 +30,8 @@ class Options(TypedDict, total=False):
     contexts: Sequence[str]
     last: int
     all: bool
+    # only the references these dataset files need (files, or directories searched)
+    datasets: Sequence[str | os.PathLike[str]]
     # where from
     observatory: str
     env: str  # ops, test or int
@@ -150,6 +153,7 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
     purge = tuple(_choice(Kind, "purge", kind, spell) for kind in options.get("purge") or ())
     if Kind.config in purge:
         raise SyncError(f"{spell.given('purge', 'config')}: only mappings, references and pickles")
+    datasets = _datasets(action, options, purge, spell)
     sync_options = SyncOptions(
         Selection(all=options.get("all", False), last=options.get("last"), names=names),
         transfer,
@@ -159,6 +163,7 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
         shard=shard,
         purge=purge,
         organize=organize is not None,
+        datasets=datasets,
     )
     notes = (note,) if note else ()
     if options.get("processes", 1) > 1:
@@ -167,6 +172,28 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
             " threads of its own, and helper processes no longer paid); ignored",
         )
     return Run(settings, sync_options, notes)
+
+
+def _datasets(
+    action: Action, options: Options, purge: tuple[Kind, ...], spell: Spelling
+) -> tuple[Path, ...]:
+    """The dataset files, each checked readable; and the options that cannot go with them."""
+    given = options.get("datasets")
+    if not given:
+        return ()
+    name = spell.name("datasets")
+    if options.get("all"):
+        raise SyncError(
+            f"{name} with {spell.name('all')}: name the contexts ({spell.name('contexts')})"
+            f" or take the newest ({spell.name('last')})"
+        )
+    if action is Action.purge or Kind.reference in purge:
+        raise SyncError(
+            f"{name} with a purge of references: it would delete what other datasets need"
+        )
+    if options.get("pickles"):
+        raise SyncError(f"{name} with {spell.name('pickles')}: crds reads the mapping files")
+    return tuple(dataset_files([given] if isinstance(given, str | os.PathLike) else given))
 
 
 def _choice(kind: type[E], name: str, value: str | None, spell: Spelling) -> E | None:

@@ -5,6 +5,8 @@ its own module and can be tested alone.
 """
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +25,7 @@ from ..network.source import S3Source
 from ..rules.layout import Kind
 from ..rules.plans import SERVER_CONFIG, FileSpec, cache_key, in_shard, shard
 from ..rules.walker import Selection
+from .datasets import BestRefs, Choice
 from .planning import make_plan
 from .settings import Settings
 from .upkeep import (
@@ -56,6 +59,7 @@ class SyncOptions:
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, 1 <= K <= N
     purge: tuple[Kind, ...] = ()  # after a sync or repair, remove these kinds' unneeded files
     organize: bool = False  # move the cache's references into the layout asked for first
+    datasets: tuple[Path, ...] = ()  # only the references these need (crds's best references)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class SyncResult:
     problems: list[Problem] = field(default_factory=list)  # check, repair
     purged: list[Path] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)  # for crds to read the cache
+    datasets: list[Choice] = field(default_factory=list)  # crds's answer for each, by context
 
 
 async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -> SyncResult:
@@ -75,12 +80,26 @@ async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -
         check_writable(settings, options.organize)
     jobs, how = options.transfer.jobs, options.transfer
     async with (
+        _best_refs(options, settings, ledger) as bestrefs,  # datasets read before any request
         S3Source(settings.endpoint, jobs, how.timeout) as source,
         Pacer(jobs, ledger, how.retry_time, how.timeout) as pacer,
         Transfer(source, pacer, settings.cache, options.transfer) as transfer,
     ):
         with OpenCache(settings) as opened:
-            return await _run(settings, options, ledger, Paced(source, pacer), transfer, opened)
+            paced = Paced(source, pacer)
+            return await _run(settings, options, ledger, paced, transfer, opened, bestrefs)
+
+
+@asynccontextmanager
+async def _best_refs(
+    options: SyncOptions, settings: Settings, ledger: Ledger
+) -> AsyncIterator[BestRefs | None]:
+    if not options.datasets:
+        yield None
+        return
+    async with BestRefs(options.datasets, settings.observatory, ledger) as bestrefs:
+        await bestrefs.read_headers()
+        yield bestrefs
 
 
 async def _run(
@@ -90,6 +109,7 @@ async def _run(
     paced: Paced,
     transfer: Transfer,
     opened: OpenCache,
+    bestrefs: BestRefs | None,
 ) -> SyncResult:
     start = time.monotonic()
 
@@ -100,12 +120,20 @@ async def _run(
             await transfer.put(spec, data)
 
     verified = VerifiedIndex.load(settings.cache, settings.observatory)
-    selection, verify, jobs = options.selection, options.transfer.verify, options.transfer.jobs
+    selection, jobs = options.selection, options.transfer.jobs
+    # crds answers for datasets on the rules as read now, every one of them in hand
+    verify = options.transfer.verify or bestrefs is not None
     keeps = options.action is Action.sync and not options.dry_run  # what planning reads
     planning = await make_plan(
         paced, settings, selection, verify, jobs, ledger, verified, keep if keeps else None
     )
-    needed = plan = planning.plan.needed
+    needed = planning.plan.needed  # every file of the contexts
+    choices: list[Choice] = []
+    in_hand = {SERVER_CONFIG: planning.config_bytes}
+    if bestrefs is not None:  # only what the datasets need
+        choices, needed, for_crds = await bestrefs.choose(planning, paced, settings)
+        in_hand.update(for_crds)
+    plan = needed
     if options.mappings_only:
         plan = [spec for spec in needed if spec.kind is not Kind.reference]
     if options.shard:
@@ -122,12 +150,12 @@ async def _run(
         report=ledger.report,
         key=cache_key(plan, settings.observatory, settings.layout),
         environment=crds_environment(settings.cache, settings.observatory, settings.layout),
+        datasets=choices,
     )
     if options.organize:
-        await organize_references(needed, settings, options.dry_run, ledger)
+        await organize_references(planning.plan.needed, settings, options.dry_run, ledger)
     fetch = await _act(options, result, needed, opened, verified)
     if fetch is not None:
-        in_hand = {SERVER_CONFIG: planning.config_bytes}
         if walked is not None:
             in_hand.update(walked.mapping_bytes)
         await fetch_files(transfer, fetch, in_hand, opened, verified)
@@ -157,7 +185,8 @@ async def _act(
     verified: VerifiedIndex,
 ) -> list[FileSpec] | None:
     """Everything but fetching; returns what to fetch, or None. `needed` is every file
-    the contexts need, whatever part of it the plan is (rules only, a shard)."""
+    the run needs (the contexts', or their datasets'), whatever part of it the plan is
+    (rules only, a shard)."""
     settings = opened.settings
     cache = settings.cache
     if options.action in (Action.check, Action.repair):
