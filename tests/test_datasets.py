@@ -216,6 +216,16 @@ def test_a_file_that_is_no_dataset_is_refused_before_any_request(
     assert not cache.exists()
 
 
+def test_a_missing_file_or_an_empty_directory_is_said(cli, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for given, said in (
+        (tmp_path / "gone.fits", "no such dataset file"),
+        (tmp_path / "empty", "no .fits or .asdf files"),
+    ):
+        result = cli(CONTEXT, "--datasets", given, *UNREACHABLE)
+        assert result.exit_code == 2 and f"{given}: {said}" in result.stderr, result.stderr
+
+
 def test_a_dataset_of_another_observatory_is_refused_before_any_request(
     cli, tmp_path: Path
 ) -> None:

