@@ -7,9 +7,10 @@ reads a local cache holding the vendored rules (tests/data); crds-s3-sync first
 reads the same rules from a bucket on 127.0.0.1 (nginx, plain HTTP), as any run
 does, and writes nothing. Timed from process start to exit, tools alternating;
 crds-s3-sync also pinned to one core (`taskset -c 0`: one worker process), to show
-what the second core pays. crds bestrefs exits non-zero on these files (it asks
-NIRSpec and NIRISS for a type, APCORR, the context does not have): its time still
-counts, its exit status is shown.
+what the second core pays; and crds bestrefs with its garbage collection around each
+header read turned off, as crds-s3-sync's workers run crds. crds bestrefs exits
+non-zero on these files (it asks NIRSpec and NIRISS for a type, APCORR, the context
+does not have): its time still counts, its exit status is shown.
 
     .venv/bin/python benchmarks/bestrefs.py [--datasets 1000] [--repeat 3] [--out FILE]
 """
@@ -91,6 +92,8 @@ def main() -> None:
         "crds-s3-sync": (ours, env),
         "crds-s3-sync, one core": (["taskset", "-c", "0", *ours], env),
         "crds bestrefs": (theirs, crds_env),
+        # what crds-s3-sync's workers set: crds's garbage collection around each read off
+        "crds bestrefs, gc off": (theirs, crds_env | {"CRDS_EXPLICIT_GARBAGE_COLLECTION": "0"}),
     }
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in tools}
     try:

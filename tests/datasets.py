@@ -1,5 +1,5 @@
 """Real dataset files for the --datasets tests and benchmark: FITS primary headers
-(JWST, HST) and ASDF trees (Roman) carrying the keywords the vendored rules select
+(JWST) and ASDF trees (Roman) carrying the keywords the vendored rules select
 on, written with astropy and asdf as the observatories' own files are."""
 
 from pathlib import Path
@@ -71,33 +71,6 @@ JWST_NO_CAL_VER = {
         "MODULE": "B",
         "READPATT": "BRIGHT1",
         "SUBARRAY": "FULL",
-    },
-}
-
-HST = {
-    "acs_wfc": {
-        "INSTRUME": "ACS",
-        "DETECTOR": "WFC",
-        "CCDAMP": "ABCD",
-        "CCDGAIN": 2.0,
-        "FILTER1": "F606W",
-        "FILTER2": "CLEAR2L",
-        "OBSTYPE": "IMAGING",
-        "APERTURE": "WFC",
-        "FW1OFFST": 0.0,
-        "FW2OFFST": 0.0,
-        "FWSOFFST": 0.0,
-        "LTV1": 24.0,
-        "LTV2": 0.0,
-        "NAXIS1": 4144,
-        "NAXIS2": 2068,
-        "SHUTRPOS": "A",
-        "XCORNER": 0.0,
-        "YCORNER": 0.0,
-        "CCDCHIP": 1,
-        "EXPTIME": 500.0,
-        "FLASHCUR": "OFF",
-        "FLSHSTAT": "NONE",
     },
 }
 

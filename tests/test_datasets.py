@@ -377,3 +377,46 @@ def test_a_pipeline_configuration_crds_needs_is_fetched_first(
     assert json.loads(result.stdout)["datasets"][str(dataset)][CONTEXT] == {
         k: "n/a" if v == "NOT FOUND n/a" else v for k, v in answers[str(dataset)].items()
     }
+
+
+def test_the_shells_crds_settings_do_not_reach_crds(
+    make_bucket: MakeBucket, tmp_path: Path, jwst_datasets: list[Path]
+) -> None:
+    """A shell set up for crds's S3 mode (or with other rules elsewhere) must not send
+    the workers' crds to S3 or to those rules: it answers on the run's rules alone."""
+    bucket = make_bucket("jwst")
+    cache = tmp_path / "cache"
+    elsewhere = tmp_path / "elsewhere"
+    environment = {
+        **os.environ,
+        "CRDS_S3_ENABLED": "1",
+        "CRDS_MAPPATH": str(elsewhere / "mappings"),
+        "CRDS_CFGPATH": str(elsewhere / "config"),
+        "CRDS_REFPATH": str(elsewhere / "references"),
+        "CRDS_MODE": "remote",
+    }
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "crds_s3_sync", CONTEXT, "--datasets", *jwst_datasets),
+            *(*bucket.args(), "--cache", str(cache), "--quiet"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert references_in(cache, "jwst") == chosen(
+        crds_answer(cache, "jwst", CONTEXT, jwst_datasets)
+    )
+    assert not elsewhere.exists()
+
+
+def test_a_context_after_the_datasets_is_said(cli, tmp_path: Path) -> None:
+    dataset = write_fits(tmp_path / "x.fits", "JWST", JWST["miri_image"])
+    result = cli("--datasets", dataset, CONTEXT, *UNREACHABLE)
+    assert result.exit_code == 2
+    assert (
+        f"{CONTEXT} is a context, not a dataset: name contexts before --datasets" in result.stderr
+    )

@@ -11,6 +11,7 @@ so callers can catch SyncError and friends. `Processes` runs CPU-bound work
 import asyncio
 import multiprocessing
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
@@ -44,17 +45,29 @@ async def for_each(items: Iterable[T], work: Callable[[T], Awaitable[None]], lim
             group.start_soon(worker)
 
 
+def cores() -> int:
+    """The cores this process may use (all of them where the system cannot say)."""
+    if hasattr(os, "sched_getaffinity"):  # not on macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class Processes:
     """A pool of worker processes, one per core this process may use, started when
     first given work. They come from a fork server that imports `preload` once: a
     plain fork would copy a process whose other threads (obstore's) may hold locks,
-    and starting each worker afresh would import the package in each."""
+    and starting each worker afresh would import the package in each. Ctrl-C is this
+    process's to handle: the workers ignore it, and end when the pool is closed."""
 
     def __init__(self, preload: list[str], workers: int | None = None) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(preload)
-        workers = workers or len(os.sched_getaffinity(0))
-        self._executor = ProcessPoolExecutor(workers, mp_context=context)
+        self._executor = ProcessPoolExecutor(
+            workers or cores(),
+            mp_context=context,
+            initializer=signal.signal,
+            initargs=(signal.SIGINT, signal.SIG_IGN),
+        )
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

@@ -10,13 +10,19 @@ for (a SYSTEM CRDSCFG reference, say), for the run to fetch before asking again.
 This module is the one seam where crds is imported: a missing extra is said here.
 """
 
-import gc
 import logging
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 INSTALL = "pip install 'crds-s3-sync[datasets]'"
+OBSERVATORIES = ("hst", "jwst", "roman")
+# crds collects garbage around every header it reads (`utils.gc_collected`), 36 ms a
+# time with crds, astropy and the data models loaded: 75 ms a file, where the read is
+# 0.8 ms. crds's own switch turns that off; it changes no answer.
+QUIET = {"CRDS_EXPLICIT_GARBAGE_COLLECTION": "0"}
 NOT_APPLICABLE = "NOT FOUND n/a"
 CAL_VER = ("META.CALIBRATION_SOFTWARE_VERSION", "CAL_VER")
 
@@ -30,27 +36,26 @@ _asked: set[str] = set()  # files crds wanted that are not in the cache
 
 
 def read_headers(paths: list[str], observatory: str, env: dict[str, str]) -> list[Read]:
-    """crds collects garbage twice around each header it reads (`gc_collected`): 36 ms
-    each with crds, astropy and the data models loaded. What is loaded is frozen out of
-    the collector's sight (`gc.freeze`, as the command's own process does), so a read
-    takes 0.8 ms instead of 75."""
+    """Each dataset's header, and the observatory crds finds it is of: from its
+    contents, not its name (crds takes a name beginning `jwst_` at its word, and a
+    `.FITS` for HST's), so crds is shown a neutral name with the suffix in lower case."""
     crds = _crds(env)
     from crds.io.factory import get_observatory
 
     reads: list[Read] = []
     for path in paths:
+        neutral = "dataset" + "".join(Path(path).suffixes).lower()
         try:
-            found = get_observatory(path)
+            found = get_observatory(path, neutral)
             if found != observatory:
                 reads.append((path, found, None, None, None))
                 continue
-            header = crds.data_file.get_header(path, observatory=observatory)
-        except Exception as exc:
+            header = crds.data_file.get_header(path, original_name=neutral, observatory=found)
+        except (Exception, SystemExit) as exc:  # crds's fatal errors exit
             reads.append((path, None, None, None, _one_line(exc)))
             continue
         cal_ver = next((str(header[key]) for key in CAL_VER if header.get(key)), None)
         reads.append((path, found, dict(header), cal_ver, None))
-        gc.freeze()  # the first read's lazy imports, then each header kept
     return reads
 
 
@@ -67,16 +72,24 @@ def recommend(
             try:
                 found = crds.getrecommendations(header, context=context, observatory=observatory)
                 answers.append((path, context, {str(k): str(v) for k, v in found.items()}))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # crds's fatal errors exit
                 answers.append((path, context, _one_line(exc)))
     return answers, sorted(_asked)
 
 
 def _crds(env: dict[str, str]) -> Any:
-    """crds, offline, on the run's rules (`env`). A header without CAL_VER is read as
-    crds reads it without the jwst package (every type its instrument has), whatever
-    else is installed: the answer must not depend on the machine."""
-    os.environ.update(env)
+    """crds, offline, on the run's rules (`env`), and on nothing else: every CRDS_*
+    setting the user's shell had (an S3 config URI, CRDS_S3_ENABLED, pickled contexts,
+    other mapping paths) would send crds to the network or to other rules. A header
+    without CAL_VER is read as crds reads it without the jwst package (every type its
+    instrument has), whatever else is installed: the answer must not depend on the
+    machine. What crds and the libraries under it print is not the run's to show."""
+    if any(os.environ.get(key) != value for key, value in env.items()):
+        for key in [key for key in os.environ if key.startswith("CRDS_")]:
+            del os.environ[key]
+        os.environ.update(env | QUIET)
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the worker's life)
+        warnings.simplefilter("ignore")
     sys.modules.setdefault("jwst", None)  # type: ignore[arg-type]
     import crds
     from crds.client import api

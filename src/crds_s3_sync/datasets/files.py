@@ -13,7 +13,8 @@ from ..errors import SyncError
 SEARCHED = (".fits", ".asdf")
 DATASET_SUFFIXES = (*SEARCHED, ".fits.gz")
 FITS_BLOCK = 2880  # a FITS file is whole blocks of this many bytes
-FITS_START, ASDF_START = b"SIMPLE  =", b"#ASDF"
+FITS_START, ASDF_START, GZIP_START = b"SIMPLE  =", b"#ASDF", b"\x1f\x8b"
+CONTEXT_SUFFIXES = (".pmap", ".imap", ".rmap")
 
 
 def dataset_files(given: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -22,6 +23,11 @@ def dataset_files(given: Iterable[str | os.PathLike[str]]) -> list[Path]:
     found: dict[Path, None] = {}
     for item in given:
         path = Path(item)
+        if path.name.endswith(CONTEXT_SUFFIXES):  # `--datasets *.fits jwst_1200.pmap`
+            raise SyncError(
+                f"{path.name} is a context, not a dataset: name contexts before --datasets"
+                " or with --context"
+            )
         if path.is_dir():
             inside = sorted(
                 p for p in path.rglob("*") if p.name.lower().endswith(SEARCHED) and p.is_file()
@@ -37,7 +43,8 @@ def dataset_files(given: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def check_dataset(path: Path) -> None:
-    """That `path` begins as a FITS or ASDF file does, and a FITS file is whole blocks."""
+    """That `path` begins as a FITS (or gzipped FITS) or ASDF file does, and a FITS file
+    is whole blocks."""
     try:
         with open(path, "rb") as file:
             start = file.read(len(FITS_START))
@@ -46,7 +53,9 @@ def check_dataset(path: Path) -> None:
         raise SyncError(f"{path}: no such dataset file") from None
     except OSError as exc:
         raise SyncError(f"{path}: cannot read the dataset: {exc.strerror}") from None
-    if start.startswith(ASDF_START):
+    if start.startswith(ASDF_START) or (
+        start.startswith(GZIP_START) and path.name.lower().endswith(".gz")
+    ):
         return
     if not start.startswith(FITS_START):
         shown = start.decode("latin-1").strip() or "nothing"

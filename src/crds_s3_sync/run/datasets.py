@@ -11,9 +11,9 @@ that cache and crds is asked again; it joins the plan with the references chosen
 """
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -21,17 +21,17 @@ from typing import Any, Self, TypeVar
 from ..cache.crds_config import crds_environment, write_cache_config
 from ..cache.durable import atomic_write
 from ..datasets import crds_side
-from ..datasets.crds_side import NOT_APPLICABLE, Answer, Header
+from ..datasets.crds_side import NOT_APPLICABLE, OBSERVATORIES, Answer, Header
 from ..engine.ledger import Ledger
 from ..engine.paced import Paced
 from ..errors import FormatError, SyncError
-from ..pool import Processes
+from ..network.s3errors import one_line
+from ..pool import Processes, cores
 from ..rules.layout import Kind, Layout, relative_path
-from ..rules.plans import SERVER_CONFIG, FileSpec, file_spec
+from ..rules.plans import SERVER_CONFIG, FileSpec
 from ..rules.server_config import FileMeta
 from .planning import Planning
 from .reads import LIMITS
-from .settings import Settings
 from .upkeep import counted
 
 T = TypeVar("T")
@@ -49,6 +49,12 @@ class Choice:
     context: str
     references: dict[str, str] | str
 
+    def files(self) -> list[str]:
+        """The references chosen."""
+        if isinstance(self.references, str):
+            return []
+        return [name for name in self.references.values() if _is_file(name)]
+
     def unresolved(self) -> list[tuple[str, str]]:
         """(type, error) for each type crds found no file for that should have one."""
         if isinstance(self.references, str):
@@ -56,7 +62,7 @@ class Choice:
         return [
             (kind, name)
             for kind, name in self.references.items()
-            if name.startswith("NOT FOUND") and name != NOT_APPLICABLE
+            if not _is_file(name) and name != NOT_APPLICABLE
         ]
 
     def as_json(self) -> dict[str, str] | str:
@@ -79,7 +85,7 @@ class BestRefs:
             **crds_environment(self.home, observatory, Layout.flat),
             "CRDS_READONLY_CACHE": "1",
         }
-        workers = min(len(os.sched_getaffinity(0)), len(self.datasets))
+        workers = min(cores(), len(self.datasets))
         self._pool = Processes([crds_side.__name__], workers)
         self._chunks = workers * CHUNKS_PER_WORKER
         self._headers: list[tuple[str, Header]] = []
@@ -100,9 +106,9 @@ class BestRefs:
             if error is not None:
                 raise SyncError(f"{path}: crds cannot read this dataset's header: {error}")
             if found != self.observatory or header is None:
+                hint = f"give --observatory {found}" if found in OBSERVATORIES else "not CRDS's"
                 raise SyncError(
-                    f"{path}: a {found} dataset, but this run is for {self.observatory}"
-                    f" (give --observatory {found})"
+                    f"{path}: a {found} dataset, but this run is for {self.observatory} ({hint})"
                 )
             if cal_ver is None and self.observatory == "jwst":
                 no_cal_ver.append(path)
@@ -115,7 +121,7 @@ class BestRefs:
             )
 
     async def choose(
-        self, planning: Planning, paced: Paced, settings: Settings
+        self, planning: Planning, paced: Paced
     ) -> tuple[list[Choice], list[FileSpec], dict[str, bytes]]:
         """crds's answers under the planned contexts, the plan they make (the rules and
         the references chosen) and the bytes of files fetched for crds on the way."""
@@ -131,24 +137,19 @@ class BestRefs:
         references = {spec.name: spec for spec in needed if spec.kind is Kind.reference}
         fetched: dict[str, bytes] = {}
         contexts = planning.plan.contexts
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS):
             answers, asked = await self._recommend(contexts)
             if not asked:
                 break
-            for name in asked:
+            if round_ == ROUNDS - 1 or set(asked) <= set(fetched):
+                raise SyncError(f"crds still asks for {', '.join(asked)}, fetched for it")
+            for name in set(asked) - set(fetched):
                 fetched[name] = await self._fetch_for_crds(paced, references, name)
-        else:
-            raise SyncError(f"crds keeps asking for files it was given: {', '.join(asked)}")
         choices = [Choice(*answer) for answer in answers]
-        chosen = set(fetched)
-        for choice in choices:
-            if isinstance(choice.references, dict):
-                chosen.update(n for n in choice.references.values() if not n.startswith("NOT"))
+        chosen = set(fetched).union(*(choice.files() for choice in choices))
+        if unknown := sorted(chosen - set(references)):  # crds reads only the rules given
+            raise SyncError(f"crds chose {', '.join(unknown)}, which the contexts do not name")
         plan = [spec for spec in needed if spec.kind is not Kind.reference or spec.name in chosen]
-        plan += [
-            file_spec(settings, Kind.reference, name, None, config.metadata.get(name))
-            for name in sorted(chosen - set(references))
-        ]
         self.ledger.note(
             f"{counted(choices, 'answer')} from crds: {counted(chosen, 'reference')} chosen"
         )
@@ -204,3 +205,12 @@ class BestRefs:
                 f"--datasets needs crds and the data models it reads headers with ({exc}):"
                 f" {crds_side.INSTALL}"
             ) from None
+        except BrokenProcessPool as exc:  # killed: out of memory, a crash in C
+            raise SyncError(
+                f"a worker process reading datasets with crds ended: {one_line(exc)}"
+            ) from None
+
+
+def _is_file(answer: str) -> bool:
+    """crds answers a type with a file name, or with "NOT FOUND ..." (n/a included)."""
+    return not answer.startswith("NOT FOUND")

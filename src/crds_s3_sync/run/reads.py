@@ -16,7 +16,7 @@ from ..cache.mapping_index import MappingIndex
 from ..engine.paced import Paced
 from ..errors import FormatError, NotFound, SourceError, SyncError
 from ..network.location import Location
-from ..pool import Processes
+from ..pool import Processes, cores
 from ..rules.layout import Kind, relative_path
 from ..rules.mapping import Mapping
 from ..rules.pickles import TreeReader, from_worker, read_in_worker
@@ -106,7 +106,7 @@ async def tree_reader(contexts: int) -> AsyncIterator[ReadTree]:
     """How the walk reads context pickles: for a few, here, on the event loop; for
     many, in worker processes, one per core (started only if a pickle is read: a
     re-run that knows every context's tree starts none)."""
-    if contexts < POOL_FROM or len(os.sched_getaffinity(0)) < 2:
+    if contexts < POOL_FROM or cores() < 2:
         reader = TreeReader()
 
         async def read_here(

@@ -123,7 +123,8 @@ async def _run(
     selection, jobs = options.selection, options.transfer.jobs
     # crds answers for datasets on the rules as read now, every one of them in hand
     verify = options.transfer.verify or bestrefs is not None
-    keeps = options.action is Action.sync and not options.dry_run  # what planning reads
+    # what planning reads: with datasets, pickles are refused once read (crds reads mappings)
+    keeps = options.action is Action.sync and not options.dry_run and bestrefs is None
     planning = await make_plan(
         paced, settings, selection, verify, jobs, ledger, verified, keep if keeps else None
     )
@@ -131,7 +132,7 @@ async def _run(
     choices: list[Choice] = []
     in_hand = {SERVER_CONFIG: planning.config_bytes}
     if bestrefs is not None:  # only what the datasets need
-        choices, needed, for_crds = await bestrefs.choose(planning, paced, settings)
+        choices, needed, for_crds = await bestrefs.choose(planning, paced)
         in_hand.update(for_crds)
     plan = needed
     if options.mappings_only:
