@@ -10,13 +10,26 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
-from conftest import RULES, CliResult, MakeBucket, files_under, run_crds
+from conftest import (
+    CREDENTIALS,
+    RULES,
+    Bucket,
+    CliResult,
+    MakeBucket,
+    files_under,
+    reference_size,
+    run_crds,
+)
 from datasets import JWST, write_fits, write_roman
 
 import crds_s3_sync
+from crds_s3_sync.demo import build_bucket
 
 CONTEXT = "jwst_0541.pmap"
 
@@ -51,6 +64,22 @@ def references_in(cache: Path, observatory: str) -> set[str]:
     return {Path(p).name for p in files_under(cache / "references" / observatory)}
 
 
+@pytest.fixture(scope="module")
+def jwst_bucket(endpoint: str) -> Iterator[Bucket]:
+    """The vendored JWST rules with their 1,800 synthetic references, built once for
+    the module (10 s each time): the tests only read it."""
+    keys = {
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+    client = boto3.client("s3", endpoint_url=endpoint, **keys)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    references = build_bucket(client, name, "crds", RULES, "jwst", reference_size)
+    yield Bucket(name, "crds", "jwst", endpoint, references)
+
+
 @pytest.fixture
 def jwst_datasets(tmp_path: Path) -> list[Path]:
     return [
@@ -60,9 +89,9 @@ def jwst_datasets(tmp_path: Path) -> list[Path]:
 
 
 def test_sync_fetches_exactly_what_crds_chooses(
-    make_bucket: MakeBucket, cli, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, cli, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     result: CliResult = cli(
         CONTEXT, "--datasets", tmp_path / "data", "--cache", cache, *bucket.args(), "--json"
@@ -81,9 +110,9 @@ def test_sync_fetches_exactly_what_crds_chooses(
 
 
 def test_several_contexts_take_the_union(
-    make_bucket: MakeBucket, cli, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, cli, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     result = cli("--last", "2", "--datasets", *jwst_datasets, "--cache", cache, *bucket.args())
     assert result.exit_code == 0, result.stderr
@@ -94,11 +123,11 @@ def test_several_contexts_take_the_union(
 
 
 def test_a_type_crds_finds_no_file_for_is_reported_and_the_rest_fetched(
-    make_bucket: MakeBucket, cli, tmp_path: Path
+    jwst_bucket: Bucket, cli, tmp_path: Path
 ) -> None:
     from datasets import JWST_NO_CAL_VER
 
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     dataset = write_fits(tmp_path / "nrc.fits", "JWST", JWST_NO_CAL_VER["nircam_no_cal_ver"])
     result = cli(CONTEXT, "--dataset-files", dataset, "--cache", cache, *bucket.args())
@@ -112,9 +141,9 @@ def test_a_type_crds_finds_no_file_for_is_reported_and_the_rest_fetched(
 
 
 def test_dry_run_lists_each_dataset_and_writes_nothing(
-    make_bucket: MakeBucket, cli, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, cli, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     args = (CONTEXT, "--datasets", tmp_path / "data", "--cache", cache, *bucket.args())
     planned = cli(*args, "--dry-run", "--json")
@@ -133,9 +162,9 @@ def test_dry_run_lists_each_dataset_and_writes_nothing(
 
 
 def test_check_key_and_shards_work_on_the_datasets_plan(
-    make_bucket: MakeBucket, cli, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, cli, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     data = tmp_path / "data"
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     for shard in ("1/2", "2/2"):
@@ -172,9 +201,9 @@ def test_roman_asdf_datasets(make_bucket: MakeBucket, cli, tmp_path: Path) -> No
 
 
 def test_python_api_takes_datasets(
-    make_bucket: MakeBucket, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     result = crds_s3_sync.sync(
         contexts=[CONTEXT],
@@ -380,11 +409,11 @@ def test_a_pipeline_configuration_crds_needs_is_fetched_first(
 
 
 def test_the_shells_crds_settings_do_not_reach_crds(
-    make_bucket: MakeBucket, tmp_path: Path, jwst_datasets: list[Path]
+    jwst_bucket: Bucket, tmp_path: Path, jwst_datasets: list[Path]
 ) -> None:
     """A shell set up for crds's S3 mode (or with other rules elsewhere) must not send
     the workers' crds to S3 or to those rules: it answers on the run's rules alone."""
-    bucket = make_bucket("jwst")
+    bucket = jwst_bucket
     cache = tmp_path / "cache"
     elsewhere = tmp_path / "elsewhere"
     environment = {
