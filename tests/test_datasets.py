@@ -56,6 +56,20 @@ def crds_answer(cache: Path, observatory: str, context: str, datasets: list[Path
     )
 
 
+def command_line(
+    environment: dict[str, str], *args: object, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """The command as a user's shell runs it, in a process of its own with `environment`."""
+    return subprocess.run(
+        [sys.executable, "-m", "crds_s3_sync", *map(str, args)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def chosen(answers: dict) -> set[str]:
     return {name for refs in answers.values() for name in refs.values() if "NOT FOUND" not in name}
 
@@ -300,23 +314,15 @@ def test_without_crds_installed_the_install_command_is_named(
         **{k: v for k, v in os.environ.items() if not k.startswith("CRDS_")},
         "PYTHONPATH": str(shadow.parent),
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crds_s3_sync",
-            CONTEXT,
-            "--datasets",
-            dataset,
-            *UNREACHABLE,
-            "--cache",
-            tmp_path / "cache",
-        ],
-        env=environment,
-        capture_output=True,
-        text=True,
+    done = command_line(
+        environment,
+        CONTEXT,
+        "--datasets",
+        dataset,
+        *UNREACHABLE,
+        "--cache",
+        tmp_path / "cache",
         timeout=60,
-        check=False,
     )
     assert done.returncode == 2, done.stderr
     assert "pip install 'crds-s3-sync[datasets]'" in done.stderr
@@ -424,16 +430,15 @@ def test_the_shells_crds_settings_do_not_reach_crds(
         "CRDS_REFPATH": str(elsewhere / "references"),
         "CRDS_MODE": "remote",
     }
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "crds_s3_sync", CONTEXT, "--datasets", *jwst_datasets),
-            *(*bucket.args(), "--cache", str(cache), "--quiet"),
-        ],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = command_line(
+        environment,
+        CONTEXT,
+        "--datasets",
+        *jwst_datasets,
+        *bucket.args(),
+        "--cache",
+        cache,
+        "--quiet",
     )
     assert done.returncode == 0, done.stderr
     assert references_in(cache, "jwst") == chosen(

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..network.s3errors import one_line
+
 INSTALL = "pip install 'crds-s3-sync[datasets]'"
 OBSERVATORIES = ("hst", "jwst", "roman")
 # crds collects garbage around every header it reads (`utils.gc_collected`), 36 ms a
@@ -52,7 +54,7 @@ def read_headers(paths: list[str], observatory: str, env: dict[str, str]) -> lis
                 continue
             header = crds.data_file.get_header(path, original_name=neutral, observatory=found)
         except (Exception, SystemExit) as exc:  # crds's fatal errors exit
-            reads.append((path, None, None, None, _one_line(exc)))
+            reads.append((path, None, None, None, _said(exc)))
             continue
         cal_ver = next((str(header[key]) for key in CAL_VER if header.get(key)), None)
         reads.append((path, found, dict(header), cal_ver, None))
@@ -73,7 +75,7 @@ def recommend(
                 found = crds.getrecommendations(header, context=context, observatory=observatory)
                 answers.append((path, context, {str(k): str(v) for k, v in found.items()}))
             except (Exception, SystemExit) as exc:  # crds's fatal errors exit
-                answers.append((path, context, _one_line(exc)))
+                answers.append((path, context, _said(exc)))
     return answers, sorted(_asked)
 
 
@@ -118,5 +120,6 @@ def _refuse(context: str, names: list[str] | None = None, **_: object) -> dict[s
     return paths
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+def _said(exc: BaseException) -> str:
+    """crds's failure for the run to say: its kind and its text on one line."""
+    return f"{type(exc).__name__}: {one_line(exc)}"[:400]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from ..cache.crds_config import crds_environment, write_cache_config
-from ..cache.durable import atomic_write
 from ..datasets import crds_side
 from ..datasets.crds_side import NOT_APPLICABLE, OBSERVATORIES, Answer, Header
 from ..engine.ledger import Ledger
@@ -159,13 +158,17 @@ class BestRefs:
         self, config_bytes: bytes, mappings: dict[str, bytes], bad_files: list[str]
     ) -> None:
         """The private cache crds reads: server_config, the mappings, its config."""
-        obs = self.observatory
-        atomic_write(self.home / "config" / obs / SERVER_CONFIG, config_bytes)
-        write_cache_config(self.home, obs, Layout.flat, bad_files)
+        self._place(Kind.config, SERVER_CONFIG, config_bytes)
+        write_cache_config(self.home, self.observatory, Layout.flat, bad_files)
         for name, data in mappings.items():
-            path = self.home / relative_path(Kind.mapping, name, obs, Layout.flat)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            self._place(Kind.mapping, name, data)
+
+    def _place(self, kind: Kind, name: str, data: bytes) -> None:
+        """A file into the private cache, where crds looks for it; it is thrown away
+        with the run, so nothing is flushed."""
+        path = self.home / relative_path(kind, name, self.observatory, Layout.flat)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
     async def _recommend(self, contexts: list[str]) -> tuple[list[Answer], list[str]]:
         answers: list[Answer] = []
@@ -187,9 +190,7 @@ class BestRefs:
         data = await paced.read(spec.source, name, spec.size or LIMITS[Kind.mapping])
         if spec.size is not None and FileMeta.of(data) != FileMeta(spec.size, spec.sha1 or ""):
             raise FormatError(f"{spec.source}/{name}: does not match server_config")
-        path = self.home / relative_path(Kind.reference, name, self.observatory, Layout.flat)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        self._place(Kind.reference, name, data)
         return data
 
     async def _each(self, items: list[Any], work: Callable[..., T], *args: object) -> list[T]:
