@@ -19,7 +19,8 @@ What it speaks, as crds 14.0.3 speaks it (crds/client/proxy.py, api.py):
 Faults (`StandIn.faults`, changed by a test while the server runs): a delay before
 each answer, 503 with Retry-After for the next N file GETs, a dropped connection
 for the next N, and a redirect of every file GET to another path of the same
-server. `StandIn.requests` records (method, path) of each request.
+server, and a captive portal's page for every JSON-RPC call. `StandIn.requests`
+records (method, path) of each request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,7 +59,10 @@ class Faults:
     retry_after: str = "1"
     drop: int = 0  # the next N file GETs close the connection without an answer
     redirect: bool = False  # file GETs answer 302 to /moved/<same path>
+    redirect_to: str = ""  # ... at this base URL instead of the stand-in's own
     whole: bool = False  # Range ignored: 200 and the whole file
+    portal: bool = False  # every POST answered 200 with an HTML page, as a captive portal
+    rpc_error: str = ""  # every JSON-RPC call answered with this error message
 
 
 @dataclass
@@ -67,17 +72,26 @@ class StandIn:
     server_config: dict[str, Any]
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    agents: set[str] = field(default_factory=set)  # the User-Agent headers seen
     url: str = ""
+    files_url: str = ""  # where the answers say files are, if not here (a benchmark's nginx)
+    connections: int = 0  # open now
+    peak: int = 0  # the most ever open at once
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def opened(self, change: int) -> None:
+        with self._lock:
+            self.connections += change
+            self.peak = max(self.peak, self.connections)
 
     def server_info(self) -> dict[str, Any]:
         """What the server answers to get_server_info: server_config and the URLs,
         each by observatory."""
-        obs = self.observatory
+        obs, files = self.observatory, self.files_url or self.url
         return {
             **self.server_config,
-            "mapping_url": {obs: f"{self.url}/unchecked_get/mappings/{obs}/"},
-            "reference_url": {obs: f"{self.url}/unchecked_get/references/{obs}/"},
+            "mapping_url": {obs: f"{files}/unchecked_get/mappings/{obs}/"},
+            "reference_url": {obs: f"{files}/unchecked_get/references/{obs}/"},
         }
 
     def take(self, name: str) -> bool:
@@ -139,8 +153,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        """A connection, counted while open: how many a client keeps at once."""
+        self.standin.opened(+1)
+        try:
+            super().handle()
+        finally:
+            self.standin.opened(-1)
+
     def do_POST(self) -> None:
         self._record()
+        if self.standin.faults.portal:
+            self._send(200, b"<!DOCTYPE html><html>Sign in to the hotel Wi-Fi</html>", "text/html")
+            return
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         try:
             answer = {
@@ -148,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "error": None,
                 "result": _rpc(self.standin, body["method"], body.get("params") or []),
             }
+            if self.standin.faults.rpc_error:
+                raise LookupError(self.standin.faults.rpc_error)
         except LookupError as exc:
             answer = {"id": body.get("id"), "error": {"message": str(exc)}, "result": None}
         self._send(200, json.dumps(answer).encode(), "application/json")
@@ -160,6 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self) -> None:
         self.standin.requests.append((self.command, self.path))
+        self.standin.agents.add(self.headers.get("User-Agent", ""))
         if self.standin.faults.delay:
             time.sleep(self.standin.faults.delay)
 
@@ -175,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if standin.faults.redirect and not moved:
             self.send_response(302)
-            self.send_header("Location", f"{standin.url}/moved{path}")
+            self.send_header("Location", f"{standin.faults.redirect_to or standin.url}/moved{path}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -213,13 +241,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Serving:
-    """`with Serving(standin) as url:` the stand-in on 127.0.0.1 for the block."""
+    """`with Serving(standin) as url:` the stand-in on 127.0.0.1 for the block; over
+    TLS with `certificates` (a pair of PEM files), under the name `public` (say
+    https://jwst-crds.stsci.edu, which a test's proxy tunnels to `port`)."""
 
-    def __init__(self, standin: StandIn) -> None:
+    def __init__(
+        self,
+        standin: StandIn,
+        certificates: tuple[Path, Path] | None = None,
+        public: str = "",
+    ) -> None:
         handler = type("Handler", (_Handler,), {"standin": standin})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        standin.url = f"http://127.0.0.1:{self._server.server_port}"
+        self.port = self._server.server_port
+        if certificates is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*certificates)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        standin.url = public or f"http://127.0.0.1:{self.port}"
         self.standin = standin
 
     def __enter__(self) -> str:

@@ -80,7 +80,7 @@ def test_default_cache_is_crds_s3_sets() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "environ", "message"),
     [
-        ({"observatory": "jwst"}, {}, "no S3 bucket known for jwst"),
+        ({"observatory": "jwst", "env": Env.ops}, {}, "no S3 bucket known for jwst"),
         ({}, {"CRDS_REF_SUBDIR_MODE": "legacy"}, "CRDS_REF_SUBDIR_MODE"),
         ({}, {"CRDS_CONFIG_URI": "https://x/config/roman"}, "CRDS_CONFIG_URI"),
     ],
@@ -113,3 +113,25 @@ def test_pickled_contexts_variable_reads_as_crds_reads_it(value: str, expected: 
 def test_a_pickled_contexts_value_crds_would_refuse_is_refused() -> None:
     with pytest.raises(SyncError, match="CRDS_USE_PICKLED_CONTEXTS='maybe'"):
         resolve_settings(environ={"CRDS_USE_PICKLED_CONTEXTS": "maybe"})
+
+
+def test_jwst_and_hst_default_to_their_public_servers(tmp_path: Path) -> None:
+    for obs in ("jwst", "hst"):
+        settings = resolve_settings(observatory=obs, cache=tmp_path, environ={})
+        assert settings.server == f"https://{obs}-crds.stsci.edu"
+        assert settings.observatory == obs and not settings.layout_given
+
+
+def test_a_servers_observatory_and_layout_come_with_its_answer(tmp_path: Path) -> None:
+    (tmp_path / "config" / "hst").mkdir(parents=True)
+    (tmp_path / "config" / "hst" / "ref_cache_subdir_mode").write_text("instrument")
+    settings = resolve_settings(server="https://example.org/", cache=tmp_path, environ={})
+    assert (settings.server, settings.observatory) == ("https://example.org", "")
+    answered = settings.answered("hst", "https://m.example.org/m", "https://r.example.org/r")
+    assert answered.observatory == "hst"
+    assert answered.layout is Layout.instrument  # the cache's own, as crds keeps it
+    assert answered.references.url("x.fits") == "https://r.example.org/r/x.fits"
+    with pytest.raises(SyncError, match="serves 'roman', not 'hst'"):
+        answered.answered("roman", "https://m", "https://r")
+    with pytest.raises(SyncError, match="no observatory's name"):
+        settings.answered("../etc", "https://m", "https://r")

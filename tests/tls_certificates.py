@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["REGIONS", "Certificates", "make_certificates", "s3_host_names"]
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+CRDS_SERVERS = ("jwst-crds.stsci.edu", "hst-crds.stsci.edu")  # the CRDS stand-in's names
 """Regions whose endpoints the server certificate covers (and the stand-in parses)."""
 
 
@@ -99,7 +100,8 @@ def _write_certificates(directory: Path) -> Certificates:
     )
 
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in [*s3_host_names(), "localhost"]]
+    dns = [*s3_host_names(), *CRDS_SERVERS, "localhost"]
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (
         x509.CertificateBuilder()

@@ -1,11 +1,13 @@
-"""crds-s3-sync: fill a CRDS cache from S3, planned, concurrent and SHA-1 verified.
+"""crds-s3-sync: fill a CRDS cache from S3 or a CRDS server, planned, concurrent and
+SHA-1 verified.
 
 The folders are the layers, each importing only from those listed before it:
 
 - `errors`, `pool`: what every layer shares (the error kinds; bounded task pools,
   worker processes)
-- `network/`: S3 behind one seam (`source`): `location` (bucket, prefix,
-  endpoint), `connection` (what a request is sent with: URL, proxy, CA bundle,
+- `network/`: two sources behind one seam (`store`): a CRDS server
+  (`server_source`, its JSON-RPC in `crds_rpc`) and S3 (`source`): `location`
+  (bucket, prefix, endpoint; a server's file URL), `connection` (what a request is sent with: URL, proxy, CA bundle,
   keys), `environment` (those read from a plain environment) and `addressing`
   (botocore's, for every other configuration), `bodies` (every GET and HEAD,
   through obstore), `listing` (botocore's listings and region probe),
@@ -25,7 +27,8 @@ The folders are the layers, each importing only from those listed before it:
   view reads), `transfer` (the plan's files, each found valid or fetched),
   `whole` (a file as one GET), `ranged` (big files in parts), `platforms`
 - `run/`: one sync: `options` (declared once, checked before any request),
-  `settings` (flags, CRDS_* variables, presets), `reads` (planning's reads),
+  `settings` (flags, CRDS_* variables, presets), `sources` (S3 or a server),
+  `server` (what a server says before a sync), `reads` (planning's reads),
   `upkeep` (the cache around a transfer), `stages` (the order of it all)
 - on top, `api` and `aio` (the Python API) and `cli/` (the command: `flags`,
   `app`, `views` of the ledger, `outcomes`, `command` for exit codes); `demo`

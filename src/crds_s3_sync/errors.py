@@ -26,6 +26,11 @@ class NotFound(SourceError):
     """The object does not exist (a context or file missing from the bucket)."""
 
 
+class WholeOnly(SourceError):
+    """The source answered a range with the whole file (a server that ignores Range):
+    the file is fetched again from its start, in one piece."""
+
+
 class Transient(SourceError):
     """A failure that may not happen again: throttling, a server error, a lost connection."""
 

@@ -65,6 +65,7 @@ def run(
     last: flags.LastFlag = None,
     context: flags.ContextFlag = None,
     datasets: flags.DatasetsFlag = None,
+    server: flags.ServerFlag = None,
     observatory: flags.ObservatoryFlag = None,
     env: flags.EnvFlag = None,
     bucket: flags.BucketFlag = None,
@@ -104,8 +105,8 @@ def run(
     debug: flags.DebugFlag = False,
     version: flags.VersionFlag = False,
 ) -> None:
-    """Fill a CRDS cache from S3: plan the files the chosen contexts need, then fetch and
-    verify them concurrently."""
+    """Fill a CRDS cache from S3 or a CRDS server: plan the files the chosen contexts
+    need, then fetch and verify them concurrently."""
     action, given = options_of(ctx.params, ctx)
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)  # a CI log wraps its own lines
     ledger = Ledger()

@@ -119,9 +119,11 @@ def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Opti
         "purge": purge or None,
         "verify": p["verify"] or p["check_sha1sum"],
         "part_size": p["part_size"] if _given(ctx, "part_size") else None,
+        "jobs": p["jobs"] if _given(ctx, "jobs") else None,  # the source's default
         "multipart_threshold": p["threshold"] if _given(ctx, "threshold") else None,
     }
     for name in (
+        "server",
         "observatory",
         "bucket",
         "prefix",
@@ -130,7 +132,6 @@ def options_of(params: dict[str, Any], ctx: click.Context) -> tuple[Action, Opti
         "pickles",
         "cache",
         "dry_run",
-        "jobs",
         "processes",
         "retry_time",
         "timeout",
@@ -200,9 +201,22 @@ ContextFlag = Annotated[
     ),
 ]
 
+ServerFlag = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="Sync from this CRDS server (env CRDS_SERVER_URL; default for jwst and hst:"
+        " their public servers, which have no public bucket).",
+    ),
+]
+
 ObservatoryFlag = Annotated[
     str | None,
-    typer.Option(metavar="NAME", help="hst, jwst or roman (env CRDS_OBSERVATORY; default roman)."),
+    typer.Option(
+        metavar="NAME",
+        help="hst, jwst or roman (env CRDS_OBSERVATORY; from a server, the one it serves;"
+        " default roman).",
+    ),
 ]
 
 EnvFlag = Annotated[
@@ -261,7 +275,8 @@ JobsFlag = Annotated[
     typer.Option(
         metavar="N",
         help="The most requests in flight, all files together; the run finds how many"
-        " within it pay.",
+        " within it pay. [default: 256 to S3, 16 to a CRDS server]",
+        show_default=False,
     ),
 ]
 

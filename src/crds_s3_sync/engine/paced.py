@@ -5,17 +5,17 @@ paced by the transfer itself, since their attempts also write and verify."""
 
 from dataclasses import dataclass
 
-from ..network.location import Location
-from ..network.source import S3Source
+from ..network.location import Place
+from ..network.store import Store
 from .pacer import Pacer
 
 
 @dataclass(frozen=True)
 class Paced:
-    source: S3Source
+    source: Store
     pacer: Pacer
 
-    async def read(self, location: Location, name: str, limit: int) -> bytes:
+    async def read(self, location: Place, name: str, limit: int) -> bytes:
         """A whole small object (server_config, a mapping, a context pickle); one bigger
         than `limit` is refused unread, so a hostile bucket cannot fill memory."""
         data = await self.pacer.call(
@@ -23,10 +23,10 @@ class Paced:
         )
         return bytes(data)
 
-    async def size(self, location: Location, name: str) -> int:
+    async def size(self, location: Place, name: str) -> int:
         """An object's size, from a HEAD."""
         return await self.pacer.call(location.url(name), lambda: self.source.size(location, name))
 
-    async def list_names(self, location: Location) -> list[str]:
+    async def list_names(self, location: Place) -> list[str]:
         """Names of the objects directly under `location` (not in deeper "folders")."""
         return await self.pacer.call(location.url(""), lambda: self.source.list_names(location))

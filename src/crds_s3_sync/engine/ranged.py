@@ -19,7 +19,9 @@ once. An explicit part size or threshold (`forced`) keeps a fixed fan-out.
 
 Completed parts are recorded beside the temporary file (`partial`), so a killed
 run resumes where it stopped, with the part size it started with; those parts
-are read back for hashing, being nowhere else. Each part is one request of the
+are read back for hashing, being nowhere else. A source that answers a range
+with the whole file (a CRDS server may) gets the file asked from its start as
+one part. Each part is one request of the
 pacer; a file whose parts all arrived but whose SHA-1 does not match is fetched
 once more, from nothing.
 """
@@ -36,9 +38,9 @@ from anyio.abc import TaskGroup
 from ..cache.audit import check_received
 from ..cache.durable import start_write_back, write_at
 from ..cache.partial import PartialFile
-from ..errors import Mismatch
+from ..errors import Mismatch, WholeOnly
 from ..network.s3errors import one_line
-from ..network.source import S3Source
+from ..network.store import Store
 from ..pool import task_group
 from ..rules.plans import FileSpec
 from .ledger import Received, Restarted, Started
@@ -50,7 +52,7 @@ HELD_AT_MOST = 32 << 20  # bytes of one part kept in memory for hashing
 
 @dataclass(frozen=True)
 class RangedFile:
-    source: S3Source
+    source: Store
     pacer: Pacer
     off_loop: Callable[..., Awaitable[Any]]  # run a blocking call on the transfer's threads
     held: Window  # bytes of bodies held in memory, all files together
@@ -63,9 +65,16 @@ class RangedFile:
     async def fetch(self, spec: FileSpec, final: Path, size: int) -> int:
         """Fetch `spec` into `final`; returns the bytes a killed run had left done."""
         self.pacer.ledger.record(Started(spec))
+        try:
+            return await self._fetch(spec, final, size, self.part_size)
+        except WholeOnly:  # a server that ignores Range: from the start, in one part
+            self.pacer.ledger.record(Restarted(spec))
+            return await self._fetch(spec, final, size, size)
+
+    async def _fetch(self, spec: FileSpec, final: Path, size: int, part_size: int) -> int:
         for fresh_start in (False, True):
             partial = await self.off_loop(
-                PartialFile.open, final, size, spec.sha1, self.part_size, self.private
+                PartialFile.open, final, size, spec.sha1, part_size, self.private
             )
             resumed = 0
             try:
@@ -80,6 +89,9 @@ class RangedFile:
                     raise
                 self.pacer.ledger.retrying(f"{spec.source}/{spec.name}", one_line(exc), 1, 0.0)
                 continue
+            except WholeOnly:
+                partial.discard()  # its parts are of a split the source does not serve
+                raise
             except BaseException:
                 partial.close()  # keep completed parts for the next run
                 raise

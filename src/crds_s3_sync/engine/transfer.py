@@ -41,7 +41,8 @@ from ..cache.partial import discard_parts
 from ..cache.workfiles import temporary_name
 from ..errors import SourceError, SyncError
 from ..network.s3errors import one_line
-from ..network.source import READ_TIMEOUT, S3Source
+from ..network.source import READ_TIMEOUT
+from ..network.store import Store
 from ..pool import for_each, task_group
 from ..rules.plans import FileSpec
 from .ledger import Finished, Received, Report, Started
@@ -86,7 +87,7 @@ class Transfer:
     the cache root and the options. Used as `async with transfer:`, around `put` and
     `run`."""
 
-    source: S3Source
+    source: Store
     pacer: Pacer
     cache: Path
     options: TransferOptions = field(default_factory=TransferOptions)

@@ -20,7 +20,7 @@ from typing import Any
 from ..cache.audit import check_received
 from ..cache.durable import Batches, create, start_write_back
 from ..cache.workfiles import temporary_name
-from ..network.source import S3Source
+from ..network.store import Store
 from ..rules.plans import FileSpec
 from .ledger import Received, Restarted, Started
 from .pacer import Pacer
@@ -32,7 +32,7 @@ INLINE = 256 << 10  # writing this much is cheaper on the loop than a thread han
 
 @dataclass(frozen=True)
 class WholeFile:
-    source: S3Source
+    source: Store
     pacer: Pacer
     off_loop: Callable[..., Awaitable[Any]]  # run a blocking call on the transfer's threads
     held: Window  # bytes of bodies held in memory, all files together

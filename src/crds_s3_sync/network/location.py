@@ -37,3 +37,20 @@ class Endpoint:
     bucket: str
     url: str | None = None
     unsigned: bool | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    """A CRDS server's directory of files: its `mapping_url` or `reference_url`."""
+
+    base: str  # with no trailing slash
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def __str__(self) -> str:
+        return self.base
+
+
+# Where a file comes from: an S3 "directory" or a CRDS server's
+Place = Location | Address

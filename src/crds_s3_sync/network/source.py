@@ -1,4 +1,4 @@
-"""S3 access: the one seam between a sync and the network.
+"""S3 access: the `Store` (`store`) that reads S3 buckets.
 
 Every request for an object, its size or a listing goes through obstore
 (`bodies`), sent where and as `Addressing` says: the environment's plain

@@ -46,3 +46,12 @@ def _problem(name: str) -> str | None:
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"longer than {MAX_NAME_BYTES} bytes"
     return None
+
+
+_DATE = re.compile(r"^(?:[a-z]+-)?\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?$")
+
+
+def is_date_context(name: str) -> bool:
+    """crds's date contexts (`jwst-2024-01-01T00:00:00`): the context in use then,
+    which only a server's history can say."""
+    return bool(_DATE.match(name))

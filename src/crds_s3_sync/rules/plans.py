@@ -7,7 +7,7 @@ key, shard, check and purge) works on this list.
 import hashlib
 from typing import NamedTuple, Protocol
 
-from ..network.location import Location
+from ..network.location import Place
 from .layout import Kind, Layout, relative_path
 from .server_config import FileMeta, ServerConfig
 from .walker import Walk
@@ -20,10 +20,10 @@ class Sources(Protocol):
 
     observatory: str
     layout: Layout
-    config: Location
-    mappings: Location
-    references: Location
-    pickles: Location
+    config: Place
+    mappings: Place
+    references: Place
+    pickles: Place
 
 
 class FileSpec(NamedTuple):
@@ -35,7 +35,7 @@ class FileSpec(NamedTuple):
     size: int | None  # None: not in download_metadata, so the object's size is used
     sha1: str | None  # None: cannot be verified
     instrument: str | None
-    source: Location
+    source: Place
     path: str  # relative to the cache root, `/` between its parts (`relative_path`)
 
     def as_json(self) -> dict[str, object]:
@@ -91,7 +91,7 @@ def file_spec(
     )
 
 
-def _source(settings: Sources, kind: Kind) -> Location:
+def _source(settings: Sources, kind: Kind) -> Place:
     if kind is Kind.config:
         return settings.config
     if kind is Kind.pickle:

@@ -12,6 +12,7 @@ import binascii
 import gzip
 import hashlib
 import json
+import pprint
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -92,6 +93,30 @@ def decode_download_metadata(value: object, where: str) -> dict[str, FileMeta]:
             raise FormatError(f"{where}: bad size or sha1sum for {name!r}")
         metadata[name] = FileMeta(size, sha1)
     return metadata
+
+
+def from_server_info(info: dict[str, Any], server: str) -> bytes:
+    """server_config as crds writes it after asking a server (heavy_client's
+    cache_server_info: `pprint` of the answer with the client's own fields), so that
+    crds reads the cache offline as if it had synced it itself."""
+    return pprint.pformat(
+        {**info, "server": server, "status": "server", "connected": True}
+    ).encode()
+
+
+def file_urls(raw: dict[str, Any], observatory: str, where: str) -> tuple[str, str]:
+    """Where a server serves mappings and references: `{observatory: URL}`, or an older
+    answer's `{"unchecked": {observatory: URL}, ...}` (crds's api.get_server_info)."""
+    urls = []
+    for key in ("mapping_url", "reference_url"):
+        value = raw.get(key)
+        if isinstance(value, dict) and "unchecked" in value:
+            value = value["unchecked"]
+        url = value.get(observatory) if isinstance(value, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise FormatError(f"{where}: no {key} for {observatory} in the answer")
+        urls.append(url.rstrip("/"))
+    return urls[0], urls[1]
 
 
 _REQUIRED = object()

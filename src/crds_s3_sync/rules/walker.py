@@ -75,7 +75,7 @@ def select_contexts(
         key=context_serial,
     )
     if not contexts:
-        raise SyncError("the bucket holds no contexts (.pmap files) under its mappings prefix")
+        raise SyncError("the source lists no contexts (.pmap files) among its mappings")
     return contexts if selection.all else contexts[-selection.last :]
 
 

@@ -16,6 +16,7 @@ from ..engine.platforms import check_platform, fit_open_files
 from ..engine.transfer import TransferOptions
 from ..errors import SyncError
 from ..rules.layout import Kind, Layout
+from ..rules.names import is_date_context
 from ..rules.walker import Selection
 from .settings import Env, Settings, resolve_settings
 from .stages import Action, SyncOptions
@@ -32,7 +33,8 @@ class Options(TypedDict, total=False):
     all: bool
     # only the references these dataset files need (files, or directories searched)
     datasets: Sequence[str | os.PathLike[str]]
-    # where from
+    # where from: a CRDS server, or S3
+    server: str  # a CRDS server's URL (env CRDS_SERVER_URL)
     observatory: str
     env: str  # ops, test or int
     bucket: str
@@ -60,6 +62,9 @@ class Options(TypedDict, total=False):
 
 
 SELECTIONS = ("contexts", "last", "all")
+# Connections to a CRDS server unless told: a download manager's habit (aria2c's most
+# per server is 16). One server answers every user, where S3 spreads 256 over its fleet.
+SERVER_JOBS = 16
 TOGETHER_AT_MOST_ONE = (SELECTIONS,)
 # The least and most each number may be (None: no most); an int least means whole numbers.
 RANGES: dict[str, tuple[float, float | None]] = {
@@ -117,7 +122,6 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
     shard = options.get("shard")
     if shard is not None and not (len(shard) == 2 and 1 <= shard[0] <= shard[1]):
         raise SyncError(f"{spell.given('shard', shard)}: expected K/N with 1 <= K <= N")
-    jobs, note = fit_open_files(options.get("jobs", TransferOptions.jobs))
     defaults = TransferOptions()
     part_size, threshold = options.get("part_size"), options.get("multipart_threshold")
     layout = _choice(Layout, "layout", options.get("layout"), spell)
@@ -128,6 +132,7 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
             f" {spell.given('layout', layout.value)} disagree"
         )
     settings = resolve_settings(
+        server=options.get("server"),
         observatory=options.get("observatory"),
         env=_choice(Env, "env", options.get("env"), spell),
         bucket=options.get("bucket"),
@@ -139,6 +144,19 @@ def prepare(action: Action, options: Options, spell: Spelling = KEYWORDS) -> Run
         pickles=options.get("pickles", False),
         contexts=names,
     )
+    dates = [name for name in names if is_date_context(name)]
+    if dates and not settings.server:
+        raise SyncError(
+            f"context {dates[0]}: a date, which only a CRDS server's history resolves"
+            f" (give {spell.name('server')} URL)"
+        )
+    if settings.server and options.get("pickles"):
+        raise SyncError(
+            f"{spell.name('pickles')} with a CRDS server ({settings.server}):"
+            " servers serve the mapping files"
+        )
+    default_jobs = SERVER_JOBS if settings.server else defaults.jobs
+    jobs, note = fit_open_files(options.get("jobs", default_jobs))
     timeout = options.get("timeout", defaults.timeout)
     transfer = TransferOptions(
         jobs=jobs,

@@ -13,7 +13,7 @@ from ..cache.verified import VerifiedIndex
 from ..engine.ledger import Ledger
 from ..engine.paced import Paced
 from ..rules.layout import Kind, relative_path
-from ..rules.plans import SERVER_CONFIG, FileSpec, build_plan, file_spec
+from ..rules.plans import FileSpec, build_plan, file_spec
 from ..rules.server_config import FileMeta, ServerConfig
 from ..rules.walker import (
     KeepPickle,
@@ -66,12 +66,15 @@ async def make_plan(
     ledger: Ledger,
     verified: VerifiedIndex,
     keep: Keep | None = None,
+    config_bytes: bytes | None = None,
 ) -> Planning:
     """Every file the selected contexts need; with `verify`, planned from bytes read
     and checked now, never from what an earlier run remembered. Each context pickle
-    read goes to `keep`, when given, as it is read."""
-    ledger.note(f"reading {settings.config.url(SERVER_CONFIG)}")
-    config_bytes = await read_server_config(paced, settings)
+    read goes to `keep`, when given, as it is read. server_config is read from the
+    bucket unless given (a server's, from its answer)."""
+    if config_bytes is None:
+        ledger.note(f"reading {settings.config_where}")
+        config_bytes = await read_server_config(paced, settings)
     request = last_plan.request_key(config_bytes, (selection, settings.use_pickles), settings)
     plan = None if verify else last_plan.load(settings.cache, settings, request)
     if plan is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cache.mapping_index import MappingIndex
 from ..engine.paced import Paced
 from ..errors import FormatError, NotFound, SourceError, SyncError
-from ..network.location import Location
+from ..network.location import Place
 from ..pool import Processes, cores
 from ..rules.layout import Kind, relative_path
 from ..rules.mapping import Mapping
@@ -39,13 +39,13 @@ async def read_server_config(source: Paced, settings: Settings) -> bytes:
         return await source.read(settings.config, SERVER_CONFIG, LIMITS[Kind.config])
     except NotFound:
         raise SyncError(
-            f"{settings.config.url(SERVER_CONFIG)}: no server_config there "
+            f"{settings.config_where}: no server_config there "
             "(check the bucket, prefix and observatory)"
         ) from None
 
 
 def decode_server_config(data: bytes, settings: Settings) -> ServerConfig:
-    where = settings.config.url(SERVER_CONFIG)
+    where = settings.config_where
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -64,7 +64,10 @@ async def choose_contexts(
 ) -> tuple[list[str], bool]:
     """The contexts to sync, and whether to walk them from pickles: when asked to, or
     when the bucket has pickles where mappings should be (HST's buckets). Costs no
-    request beyond the listing --all and --last need, or one HEAD otherwise."""
+    request beyond the listing --all and --last need, or one HEAD otherwise; none
+    from a server, which lists its mappings in server_config and serves no pickles."""
+    if settings.server:
+        return select_contexts(selection, server_config, server_config.mappings), False
     pickles = settings.use_pickles
     if selection.all or selection.last:
         names = [] if pickles else await source.list_names(settings.mappings)
@@ -83,7 +86,7 @@ async def choose_contexts(
     return contexts, pickles
 
 
-async def _exists(source: Paced, location: Location, name: str) -> bool:
+async def _exists(source: Paced, location: Place, name: str) -> bool:
     """Whether an object is there; S3 answers 403, not 404, to a reader who may not list."""
     try:
         await source.size(location, name)
@@ -92,7 +95,7 @@ async def _exists(source: Paced, location: Location, name: str) -> bool:
     return True
 
 
-async def _listed(source: Paced, location: Location) -> list[str]:
+async def _listed(source: Paced, location: Place) -> list[str]:
     """What is there, for a message naming what a missing name could have been meant
     as: none where the bucket does not let us list."""
     try:

@@ -7,15 +7,18 @@ frozen `Settings` value the other stages read and never change.
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..cache.crds_config import cached_layout
 from ..errors import SyncError
-from ..network.location import Endpoint, Location
+from ..network.location import Address, Endpoint, Location, Place
 from ..rules.layout import Layout
+from ..rules.names import check_name
+from ..rules.plans import SERVER_CONFIG
+from .sources import server_of
 
 
 class Env(StrEnum):
@@ -38,21 +41,53 @@ DEFAULT_OBSERVATORY = "roman"  # crds_s3_set's default too
 
 @dataclass(frozen=True)
 class Settings:
-    observatory: str
-    config: Location
-    mappings: Location
-    references: Location
-    pickles: Location  # HST: one pickle per context, in place of mapping files
+    observatory: str  # "" until a server says, when nothing named it
+    config: Place
+    mappings: Place
+    references: Place
+    pickles: Place  # HST: one pickle per context, in place of mapping files
     endpoint_url: str | None
     unsigned: bool | None  # None: decide from the bucket and the credentials found
     cache: Path
     cache_is_default: bool
     layout: Layout
     use_pickles: bool = False  # walk contexts from pickles even if mappings exist
+    server: str | None = None  # a CRDS server's URL: the source in place of S3
+    layout_given: bool = True  # a server's run: by a flag or the environment, not the cache
 
     @property
     def endpoint(self) -> Endpoint:
+        assert isinstance(self.config, Location), "S3's endpoint, asked of a server's run"
         return Endpoint(self.config.bucket, self.endpoint_url, self.unsigned)
+
+    @property
+    def config_where(self) -> str:
+        """Where server_config comes from, as messages name it."""
+        if self.server:
+            return f"{self.server} (get_server_info)"
+        return self.config.url(SERVER_CONFIG)
+
+    def answered(self, observatory: str, mapping_url: str, reference_url: str) -> "Settings":
+        """These settings once the server has said what it serves and where."""
+        where = self.config_where
+        if not observatory.isalpha():
+            raise SyncError(f"{where}: observatory {observatory!r} is no observatory's name")
+        check_name(observatory, where)
+        if self.observatory and observatory != self.observatory:
+            raise SyncError(
+                f"{self.server} serves {observatory!r}, not {self.observatory!r}:"
+                " check --observatory and --server"
+            )
+        layout = self.layout
+        if not self.layout_given:  # as crds does: the cache keeps the layout it has
+            layout = Layout(cached_layout(self.cache, observatory) or Layout.flat)
+        return replace(
+            self,
+            observatory=observatory,
+            mappings=Address(mapping_url),
+            references=Address(reference_url),
+            layout=layout,
+        )
 
 
 def resolve_settings(
@@ -67,11 +102,12 @@ def resolve_settings(
     layout: Layout | None = None,
     pickles: bool = False,
     contexts: Sequence[str] = (),
+    server: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Combine flags (the keyword arguments) with `environ` and the presets. The
     observatory, when neither given nor in the environment, is the one the
-    contexts' names start with, as in crds."""
+    contexts' names start with, as in crds; from a server, else the one it serves."""
     uris = {
         kind: _parse_s3_uri(environ[var], var)
         for kind, var in (
@@ -82,14 +118,43 @@ def resolve_settings(
         )
         if environ.get(var)
     }
-    obs = (
+    named = (
         observatory
         or environ.get("CRDS_OBSERVATORY")
         or _obs_from_uris(uris)
         or _obs_from_names(contexts)
-        or DEFAULT_OBSERVATORY
-    ).lower()
+    )
     source_flags = bucket is not None or prefix is not None or env is not None
+    url = server_of(
+        server=server,
+        s3_flags=source_flags or endpoint_url is not None,
+        observatory=(named or DEFAULT_OBSERVATORY).lower(),
+        environ=environ,
+    )
+    obs = (named or ("" if url else DEFAULT_OBSERVATORY)).lower()
+    cache_dir = cache or (Path(environ["CRDS_PATH"]) if environ.get("CRDS_PATH") else None)
+    resolved_cache = (cache_dir or DEFAULT_CACHE).expanduser().absolute()
+    # As crds does: a cache keeps the layout it has unless told otherwise.
+    asked = layout or environ.get("CRDS_REF_SUBDIR_MODE")
+    mode = asked or (cached_layout(resolved_cache, obs) if obs else None) or Layout.flat
+    if mode not in Layout.__members__:
+        raise SyncError(f"CRDS_REF_SUBDIR_MODE={mode!r}: expected 'flat' or 'instrument'")
+    if url:
+        here = Address(url)  # until the server says where its files are
+        return Settings(
+            obs,
+            here,
+            here,
+            here,
+            here,
+            None,
+            None,
+            resolved_cache,
+            cache_dir is None,
+            Layout(mode),
+            server=url,
+            layout_given=bool(asked),
+        )
     if source_flags:
         uris = {}  # a source named on the command line beats the shell's URIs
     bucket = bucket or (None if env else environ.get("CRDS_S3_BUCKET"))
@@ -112,13 +177,6 @@ def resolve_settings(
     def location(kind: str) -> Location:
         return uris.get(kind) or Location(bucket, "/".join(p for p in (base, kind, obs) if p))
 
-    cache_dir = cache or (Path(environ["CRDS_PATH"]) if environ.get("CRDS_PATH") else None)
-    resolved_cache = (cache_dir or DEFAULT_CACHE).expanduser().absolute()
-    # As crds does: a cache keeps the layout it has unless told otherwise.
-    mode = layout or environ.get("CRDS_REF_SUBDIR_MODE") or cached_layout(resolved_cache, obs)
-    mode = mode or Layout.flat
-    if mode not in Layout.__members__:
-        raise SyncError(f"CRDS_REF_SUBDIR_MODE={mode!r}: expected 'flat' or 'instrument'")
     return Settings(
         observatory=obs,
         config=location("config"),

@@ -7,7 +7,7 @@ its own module and can be tested alone.
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -21,12 +21,14 @@ from ..engine.paced import Paced
 from ..engine.pacer import Pacer
 from ..engine.transfer import Transfer, TransferOptions
 from ..errors import SyncError
+from ..network.server_source import ServerSource
 from ..network.source import S3Source
 from ..rules.layout import Kind
 from ..rules.plans import SERVER_CONFIG, FileSpec, cache_key, in_shard, shard
 from ..rules.walker import Selection
 from .datasets import BestRefs, Choice
 from .planning import make_plan
+from .server import ask_server
 from .settings import Settings
 from .upkeep import (
     OpenCache,
@@ -76,18 +78,33 @@ class SyncResult:
 
 
 async def run_stages(settings: Settings, options: SyncOptions, ledger: Ledger) -> SyncResult:
-    if _writes(options):
-        check_writable(settings, options.organize)
     jobs, how = options.transfer.jobs, options.transfer
     async with (
-        _best_refs(options, settings, ledger) as bestrefs,  # datasets read before any request
-        S3Source(settings.endpoint, jobs, how.timeout) as source,
+        _source(settings, jobs, how.timeout) as source,
         Pacer(jobs, ledger, how.retry_time, how.timeout) as pacer,
-        Transfer(source, pacer, settings.cache, options.transfer) as transfer,
     ):
-        with OpenCache(settings) as opened:
-            paced = Paced(source, pacer)
-            return await _run(settings, options, ledger, paced, transfer, opened, bestrefs)
+        config_bytes = None  # read from the bucket while planning
+        if isinstance(source, ServerSource):  # what the server serves, in one answer
+            answer = await ask_server(source, pacer, settings, options.selection, ledger)
+            settings, config_bytes = answer.settings, answer.config_bytes
+            options = replace(options, selection=answer.selection)
+        if _writes(options):
+            check_writable(settings, options.organize)
+        async with (
+            _best_refs(options, settings, ledger) as bestrefs,  # datasets read before any GET
+            Transfer(source, pacer, settings.cache, options.transfer) as transfer,
+        ):
+            with OpenCache(settings) as opened:
+                paced = Paced(source, pacer)
+                return await _run(
+                    settings, options, ledger, paced, transfer, opened, bestrefs, config_bytes
+                )
+
+
+def _source(settings: Settings, jobs: int, timeout: float) -> S3Source | ServerSource:
+    if settings.server:
+        return ServerSource(settings.server, jobs, timeout)
+    return S3Source(settings.endpoint, jobs, timeout)
 
 
 @asynccontextmanager
@@ -110,6 +127,7 @@ async def _run(
     transfer: Transfer,
     opened: OpenCache,
     bestrefs: BestRefs | None,
+    config_bytes: bytes | None,
 ) -> SyncResult:
     start = time.monotonic()
 
@@ -126,7 +144,15 @@ async def _run(
     # what planning reads: with datasets, pickles are refused once read (crds reads mappings)
     keeps = options.action is Action.sync and not options.dry_run and bestrefs is None
     planning = await make_plan(
-        paced, settings, selection, verify, jobs, ledger, verified, keep if keeps else None
+        paced,
+        settings,
+        selection,
+        verify,
+        jobs,
+        ledger,
+        verified,
+        keep if keeps else None,
+        config_bytes,
     )
     needed = planning.plan.needed  # every file of the contexts
     choices: list[Choice] = []

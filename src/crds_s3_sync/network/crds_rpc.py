@@ -1,0 +1,88 @@
+"""A CRDS server's JSON-RPC, as crds's own client speaks it (crds/client/proxy.py).
+
+POST `{server}/json/{method}/{id}/` with `{"jsonrpc": "1.0", "method", "params",
+"id"}`; the answer is `{"id", "error", "result"}`, `error` null or `{"message"}`,
+and a result may come as `{"crds_encoded": "1.0", "crds_payload": ...}` (base64
+of gzip of JSON). Plain HTTPS as users have it set up: HTTPS_PROXY and NO_PROXY
+(aiohttp's `trust_env`), SSL_CERT_FILE or REQUESTS_CA_BUNDLE for trust; a
+User-Agent naming the tool. An answer that is not the protocol's (a captive
+portal's page, a truncated body) is said as such, naming the URL.
+"""
+
+import base64
+import binascii
+import gzip
+import html
+import itertools
+import json
+import os
+import ssl
+from typing import Any
+
+import aiohttp
+
+from .. import __version__
+from ..errors import FormatError, SyncError, Transient
+from .connection import CONNECT_TIMEOUT
+
+USER_AGENT = f"crds-s3-sync/{__version__}"
+TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")  # AWS_CA_BUNDLE stays S3's
+_ids = itertools.count(1)
+
+
+def trust() -> ssl.SSLContext:
+    """The system's trust, or the bundle a user named for plain HTTPS."""
+    context = ssl.create_default_context()
+    for variable in TRUST_VARIABLES:
+        if bundle := os.environ.get(variable):
+            context.load_verify_locations(bundle)
+            break
+    return context
+
+
+def session(timeout: float, connections: int = 1) -> aiohttp.ClientSession:
+    """At most `connections` kept-alive connections to the server, through the
+    user's proxy settings; `timeout` seconds without a byte is a failure."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=trust(), limit=connections, limit_per_host=connections),
+        headers={"User-Agent": USER_AGENT},
+        timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=timeout),
+        trust_env=True,
+    )
+
+
+async def call(client: aiohttp.ClientSession, server: str, method: str, *params: object) -> Any:
+    """`method(*params)` on the CRDS server at `server`, its result decoded."""
+    ident = str(next(_ids))
+    url = f"{server.rstrip('/')}/json/{method}/{ident}/"
+    body = {"jsonrpc": "1.0", "method": method, "params": list(params), "id": ident}
+    try:
+        async with client.post(url, data=json.dumps(body)) as answer:
+            status, text = answer.status, await answer.text()
+    except aiohttp.ClientError as exc:
+        raise Transient(f"{url}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    if status >= 500 or status == 429:
+        raise Transient(f"{url}: the server answered {status}")
+    try:
+        reply = json.loads(text)
+        error, result = reply["error"], reply["result"]
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(
+            f"{url}: answered {status} with no JSON-RPC answer (it begins {text[:40]!r}):"
+            " a proxy's or a captive portal's page?"
+        ) from None
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        raise SyncError(f"{server}: {method}: {' '.join(html.unescape(str(message)).split())}")
+    return decode(result, url)
+
+
+def decode(result: Any, where: str) -> Any:
+    """A result as sent, or what crds's encoding (base64 of gzip of JSON) holds."""
+    if not (isinstance(result, dict) and "crds_encoded" in result):
+        return result
+    try:
+        packed = base64.b64decode(result["crds_payload"], validate=True)
+        return json.loads(gzip.decompress(packed))
+    except (KeyError, binascii.Error, OSError, EOFError, ValueError):
+        raise FormatError(f"{where}: an encoded result that does not decode") from None
