@@ -44,6 +44,8 @@ SRV = ROOT / "srv"
 BIN = Path(sys.executable).parent
 FAR_RPC = 0.04  # seconds before each JSON-RPC answer on the far link
 TOOLS = ("crds-s3-sync", "aria2c", "crds-sync")
+EXTRA = os.environ.get("BENCH_EXTRA", "").split()  # more flags for crds-s3-sync, to explore
+WRAP = os.environ.get("BENCH_WRAP", "").split()  # a program to run it under (a profiler)
 
 
 def closure() -> tuple[list[str], list[str]]:
@@ -112,7 +114,8 @@ def command(tool: str, rpc_url: str, dest: Path, aria2c: Path) -> tuple[list[str
         "PYTHONDONTWRITEBYTECODE": "1"
     }
     if tool == "crds-s3-sync":
-        return [str(BIN / "crds-s3-sync"), "--server", rpc_url, CONTEXT, "--cache", str(dest)], env
+        ours = [str(BIN / "crds-s3-sync"), "--server", rpc_url, CONTEXT, "--cache", str(dest)]
+        return [*WRAP, *ours, *EXTRA], env
     if tool == "crds-sync":
         script = "from crds import sync; sync.SyncScript()()"
         argv = ["--contexts", CONTEXT, "--fetch-references"]

@@ -21,7 +21,7 @@ def standin() -> Iterator[StandIn]:
 
 
 async def test_server_info_in_one_call(standin: StandIn) -> None:
-    async with crds_rpc.session(10) as client:
+    async with crds_rpc.Client(10) as client:
         info = await crds_rpc.call(client, standin.url, "get_server_info")
     assert info["observatory"] == "jwst" and info["operational_context"].endswith(".pmap")
     assert info["download_metadata"]["crds_encoded"] == "1.0"  # kept as crds keeps it
@@ -40,19 +40,19 @@ async def test_an_encoded_result_is_decoded() -> None:
 
 
 async def test_the_servers_error_is_one_line(standin: StandIn) -> None:
-    async with crds_rpc.session(10) as client:
+    async with crds_rpc.Client(10) as client:
         with pytest.raises(SyncError, match=r"get_nothing: method 'get_nothing' is not served"):
             await crds_rpc.call(client, standin.url, "get_nothing")
 
 
 async def test_a_captive_portal_is_no_answer(standin: StandIn) -> None:
     standin.faults.portal = True
-    async with crds_rpc.session(10) as client:
+    async with crds_rpc.Client(10) as client:
         with pytest.raises(FormatError, match=r"no JSON-RPC answer .*'<!DOCTYPE html>"):
             await crds_rpc.call(client, standin.url, "get_server_info")
 
 
 async def test_nothing_listening_is_transient() -> None:
-    async with crds_rpc.session(2) as client:
+    async with crds_rpc.Client(2) as client:
         with pytest.raises(Transient, match=r"127\.0\.0\.1:9"):
             await crds_rpc.call(client, "http://127.0.0.1:9", "get_server_info")

@@ -7,11 +7,12 @@ The folders are the layers, each importing only from those listed before it:
   worker processes)
 - `network/`: two sources behind one seam (`store`): a CRDS server
   (`server_source`, its JSON-RPC in `crds_rpc`) and S3 (`source`): `location`
-  (bucket, prefix, endpoint; a server's file URL), `connection` (what a request is sent with: URL, proxy, CA bundle,
-  keys), `environment` (those read from a plain environment) and `addressing`
-  (botocore's, for every other configuration), `bodies` (every GET and HEAD,
-  through obstore), `listing` (botocore's listings and region probe),
-  `s3errors` (S3's answers as one line, secrets cut)
+  (bucket, prefix, endpoint; a server's file URL), `connection` (what a request
+  is sent with: URL, proxy, CA bundle, keys), `environment` (those read from a
+  plain environment) and `addressing` (botocore's, for every other
+  configuration), `bodies` (every GET and HEAD, through obstore), `listing`
+  (botocore's listings and region probe), `s3errors` (S3's answers as one
+  line, secrets cut)
 - `rules/`: what CRDS means: `names` (every name from the bucket checked),
   `server_config`, `mapping` (parsed with `ast`, never executed), `pickles`
   (HST's context pickles, by a restricted unpickler), `walker` (contexts ->

@@ -55,6 +55,11 @@ from .window import Window
 MiB = 1 << 20
 THREADS = 4
 HELD = 128 * MiB  # bytes of bodies in memory (whole files and parts), all files together
+# Files in hand at once, from their request to their place in the cache. More than the
+# requests in flight (`jobs`, the pacer's ceiling): a file waits for its batch's flush
+# after its request is done, and with as many files as requests (16 to a CRDS server)
+# those waits would leave slots empty.
+FILES_AT_ONCE = 256
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit
 T = TypeVar("T")
 
@@ -154,10 +159,11 @@ class Transfer:
                 plan.append(spec)
         large = [s for s in plan if s.size is not None and s.size >= self.options.threshold]
         small = [s for s in plan if s.size is None or s.size < self.options.threshold]
+        at_once = max(self.options.jobs, FILES_AT_ONCE)
         async with task_group() as group:
-            group.start_soon(for_each, written, self._place, self.options.jobs)
+            group.start_soon(for_each, written, self._place, at_once)
             group.start_soon(for_each, large, self._one, self.options.large_workers)
-            group.start_soon(for_each, small, self._one, self.options.jobs)
+            group.start_soon(for_each, small, self._one, at_once)
         return self.ledger.report
 
     async def _place(self, written: tuple[FileSpec, str, int]) -> None:

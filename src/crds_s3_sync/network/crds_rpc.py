@@ -4,7 +4,7 @@ POST `{server}/json/{method}/{id}/` with `{"jsonrpc": "1.0", "method", "params",
 "id"}`; the answer is `{"id", "error", "result"}`, `error` null or `{"message"}`,
 and a result may come as `{"crds_encoded": "1.0", "crds_payload": ...}` (base64
 of gzip of JSON). Plain HTTPS as users have it set up: HTTPS_PROXY and NO_PROXY
-(aiohttp's `trust_env`), SSL_CERT_FILE or REQUESTS_CA_BUNDLE for trust; a
+(`Client`), SSL_CERT_FILE or REQUESTS_CA_BUNDLE for trust; a
 User-Agent naming the tool. An answer that is not the protocol's (a captive
 portal's page, a truncated body) is said as such, naming the URL.
 """
@@ -20,6 +20,8 @@ import ssl
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from .. import __version__
 from ..errors import FormatError, SyncError, Transient
@@ -40,24 +42,52 @@ def trust() -> ssl.SSLContext:
     return context
 
 
-def session(timeout: float, connections: int = 1) -> aiohttp.ClientSession:
-    """At most `connections` kept-alive connections to the server, through the
-    user's proxy settings; `timeout` seconds without a byte is a failure."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=trust(), limit=connections, limit_per_host=connections),
-        headers={"User-Agent": USER_AGENT},
-        timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=timeout),
-        trust_env=True,
-    )
+class Client:
+    """At most `connections` kept-alive connections to the server's hosts, each
+    through the proxy the user's environment names for it (HTTPS_PROXY, NO_PROXY),
+    found once per host: aiohttp's own `trust_env` looks again on a worker thread
+    for every request, and reads ~/.netrc each time, which held up a run's requests
+    whenever those threads were busy. `timeout` seconds without a byte is a failure.
+    Use as `async with Client(...) as client`."""
+
+    def __init__(self, timeout: float, connections: int = 1) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                ssl=trust(), limit=connections, limit_per_host=connections
+            ),
+            headers={"User-Agent": USER_AGENT},
+            timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=timeout),
+        )
+        self._proxies: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.session.close()
+
+    def via(self, url: str) -> dict[str, Any]:
+        """The proxy arguments of a request to `url`."""
+        parsed = URL(url)
+        origin = (parsed.scheme, parsed.host, parsed.port)
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                proxy, auth = get_env_proxy_for_url(parsed)
+                found = {"proxy": proxy, "proxy_auth": auth}
+            except LookupError:  # none, or NO_PROXY names the host
+                found = {}
+            self._proxies[origin] = found
+        return found
 
 
-async def call(client: aiohttp.ClientSession, server: str, method: str, *params: object) -> Any:
+async def call(client: Client, server: str, method: str, *params: object) -> Any:
     """`method(*params)` on the CRDS server at `server`, its result decoded."""
     ident = str(next(_ids))
     url = f"{server.rstrip('/')}/json/{method}/{ident}/"
     body = {"jsonrpc": "1.0", "method": method, "params": list(params), "id": ident}
     try:
-        async with client.post(url, data=json.dumps(body)) as answer:
+        async with client.session.post(url, data=json.dumps(body), **client.via(url)) as answer:
             status, text = answer.status, await answer.text()
     except aiohttp.ClientError as exc:
         raise Transient(f"{url}: {' '.join(str(exc).split()) or type(exc).__name__}") from None

@@ -5,7 +5,7 @@ all on one aiohttp session of kept-alive connections, at most `connections` of t
 aiohttp rather than obstore (which reads S3's bodies): a busy server's Retry-After
 is in a header, which obstore's errors drop, and a redirect from HTTPS to plain HTTP
 must be refused, which obstore follows unseen. The user's plain-HTTPS settings hold
-(HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE, REQUESTS_CA_BUNDLE; `crds_rpc.session`).
+(HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE, REQUESTS_CA_BUNDLE; `crds_rpc.Client`).
 One attempt per call: the engine's pacer decides on more.
 """
 
@@ -48,11 +48,11 @@ class ServerSource:
         self._timeout = timeout
 
     async def __aenter__(self) -> "ServerSource":
-        self._client = crds_rpc.session(self._timeout, self._connections)
+        self._client = crds_rpc.Client(self._timeout, self._connections)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._client.close()
+        await self._client.__aexit__(*exc_info)
 
     async def ask(self, method: str, *params: object) -> Any:
         """`method(*params)` of the server's JSON-RPC, its result decoded."""
@@ -115,7 +115,8 @@ class ServerSource:
     async def size(self, location: Address, name: str) -> int:
         where = location.url(name)
         try:
-            async with self._client.head(where, allow_redirects=True) as answer:
+            head = self._client.session.head(where, allow_redirects=True, **self._client.via(where))
+            async with head as answer:
                 _check(answer, where)
                 if answer.content_length is None:
                     raise SourceError(f"{where}: the server gave no size (Content-Length)")
@@ -137,7 +138,8 @@ class ServerSource:
         ranged = end is not None and total is not None
         headers = {"Range": f"bytes={start}-{end - 1}"} if ranged else None  # type: ignore[operator]
         try:
-            async with self._client.get(where, headers=headers) as answer:
+            get = self._client.session.get(where, headers=headers, **self._client.via(where))
+            async with get as answer:
                 _check(answer, where)
                 if ranged and answer.status == 200:
                     if (start, end) != (0, total):
