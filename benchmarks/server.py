@@ -17,6 +17,9 @@ the kernel's writeback of the last run waited for before each (`bench.settle`):
   URLs it would otherwise have to learn from the server (so it asks no RPC).
 
     .venv/bin/python benchmarks/server.py [--repeat 3] [--links far,http] [--out FILE]
+
+To explore, BENCH_EXTRA adds flags to crds-s3-sync's command (`--no-fsync`,
+`--jobs 32`) and BENCH_WRAP runs it under another program (`py-spy record ... --`).
 """
 
 import argparse

@@ -3,10 +3,12 @@ stand-in (tests/crds_server.py): what lands in the cache, what crds then reads
 offline, which requests were made, and the server's faults."""
 
 import ast
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from crds_s3_sync.rules.server_config import from_server_info
 
 BIG = "roman_wfi_flat_0004.asdf"  # made big enough to be fetched in ranged parts
 RANGED = ["--multipart-threshold", "1M", "--part-size", "256K"]
+PARTS = ["--multipart-threshold", "1M", "--part-size", "64K"]  # 46 parts: slow to fetch one by one
 
 
 def size_of(name: str) -> int:
@@ -175,6 +178,49 @@ def test_drops_redirects_and_a_server_that_ignores_ranges(standin: StandIn, tmp_
 def jwst() -> StandIn:
     """JWST's rules: 124 mappings under jwst_0541.pmap, a hundred of them rmaps."""
     return build_standin(RULES, "jwst", reference_size)
+
+
+def killed_after_parts(standin: StandIn, cache: Path, parts: int) -> None:
+    """A sync of the big file a part at a time, killed once `parts` parts are done."""
+    record = cache / "references" / "roman" / f".{BIG}.part.json"
+    argv = [sys.executable, "-m", "crds_s3_sync", "--server", standin.url, "--cache", cache]
+    run = subprocess.Popen(
+        [*map(str, argv), "--jobs", "1", "--quiet", *PARTS],
+        env={k: v for k, v in os.environ.items() if k not in STEERING},
+    )
+    try:
+        done: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(done) < parts and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.01)
+            with contextlib.suppress(OSError, ValueError):
+                done = json.loads(record.read_text())["done"]
+        assert len(done) >= parts, "the run never got going"
+    finally:
+        run.kill()
+        run.wait()
+    assert not (cache / "references" / "roman" / BIG).exists()
+
+
+def test_a_big_file_resumes_where_ranges_are_honoured_else_restarts(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    standin.faults.delay = 0.1  # slow enough to stop part of the way
+    killed_after_parts(standin, tmp_path / "a", 3)
+    standin.faults.delay = 0
+    resumed = sync("--server", standin.url, "--cache", tmp_path / "a", *PARTS, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert 3 * (64 << 10) <= json.loads(resumed.stdout)["resumed_bytes"] < size_of(BIG)
+    served(standin, tmp_path / "a")
+
+    standin.faults.delay = 0.1
+    killed_after_parts(standin, tmp_path / "b", 3)
+    standin.faults.delay, standin.faults.whole = 0, True  # now the server ignores Range
+    restarted = sync("--server", standin.url, "--cache", tmp_path / "b", *PARTS, "--json")
+    assert restarted.returncode == 0, restarted.stderr
+    assert json.loads(restarted.stdout)["resumed_bytes"] == 0
+    served(standin, tmp_path / "b")
+    assert not list((tmp_path / "b" / "references" / "roman").glob(".*"))  # no parts left
 
 
 def test_connections_default_to_sixteen_and_jobs_wins(jwst: StandIn, tmp_path: Path) -> None:

@@ -142,16 +142,16 @@ def resolve_settings(
     if url:
         here = Address(url)  # until the server says where its files are
         return Settings(
-            obs,
-            here,
-            here,
-            here,
-            here,
-            None,
-            None,
-            resolved_cache,
-            cache_dir is None,
-            Layout(mode),
+            observatory=obs,
+            config=here,
+            mappings=here,
+            references=here,
+            pickles=here,
+            endpoint_url=None,
+            unsigned=None,
+            cache=resolved_cache,
+            cache_is_default=cache_dir is None,
+            layout=Layout(mode),
             server=url,
             layout_given=bool(asked),
         )
