@@ -61,7 +61,7 @@ class Faults:
     redirect: bool = False  # file GETs answer 302 to /moved/<same path>
     redirect_to: str = ""  # ... at this base URL instead of the stand-in's own
     whole: bool = False  # Range ignored: 200 and the whole file
-    portal: bool = False  # every POST answered 200 with an HTML page, as a captive portal
+    portal: bool = False  # every POST answered 200 with a Latin-1 HTML page, as a captive portal
     rpc_error: str = ""  # every JSON-RPC call answered with this error message
 
 
@@ -164,7 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._record()
         if self.standin.faults.portal:
-            self._send(200, b"<!DOCTYPE html><html>Sign in to the hotel Wi-Fi</html>", "text/html")
+            page = b"<!DOCTYPE html><html>Sign in to the h\xf4tel's Wi-Fi</html>"  # Latin-1
+            self._send(200, page, "text/html")
             return
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         try:

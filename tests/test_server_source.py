@@ -79,6 +79,9 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert 28 <= (retry_after(later) or 0) <= 30
     assert retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
     assert retry_after("soon") is None and retry_after(None) is None
+    assert retry_after("\u00b2") is None  # a digit to str.isdigit, not a number
+    naive = email.utils.formatdate(time.time() + 30)  # "... -0000": still UTC
+    assert naive.endswith("-0000") and 28 <= (retry_after(naive) or 0) <= 30
 
 
 async def test_a_redirect_from_https_to_http_is_refused(

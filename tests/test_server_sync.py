@@ -151,7 +151,22 @@ def test_what_a_server_cannot_do_is_refused(standin: StandIn, tmp_path: Path) ->
     standin.faults.portal = True
     portal = sync("--server", standin.url, "--cache", cache)
     assert portal.returncode == 2 and "captive portal" in portal.stderr
+    standin.faults.portal = False
+    standin.files_url = "https://files.example.org:99999"  # no such port
+    bad_url = sync("--server", standin.url, "--cache", cache)
+    assert bad_url.returncode == 2
+    assert "99999/unchecked_get/mappings/roman: not an http(s)" in bad_url.stderr
+    standin.files_url = ""
+    no_bundle = sync("--server", standin.url, "--cache", cache, SSL_CERT_FILE=str(tmp_path / "no"))
+    assert no_bundle.returncode == 2 and "SSL_CERT_FILE=" in no_bundle.stderr
+    nowhere = sync("--server", "http://no-such-host.invalid", "--cache", cache)
+    assert nowhere.returncode == 2 and "does not resolve" in nowhere.stderr
     assert not cache.exists() or not files_under(cache)
+    legacy = tmp_path / "legacy" / "config" / "roman"
+    legacy.mkdir(parents=True)
+    (legacy / "ref_cache_subdir_mode").write_text("legacy")  # crds's oldest layout
+    refused = sync("--server", standin.url, "--cache", tmp_path / "legacy")
+    assert refused.returncode == 2 and "reference layout 'legacy'" in refused.stderr
 
 
 def test_a_busy_server_is_waited_for_as_it_asks(standin: StandIn, tmp_path: Path) -> None:
@@ -259,6 +274,15 @@ def test_jwst_users_default_to_the_public_server_through_their_proxy(
         )
         assert done.returncode == 0, done.stderr
         assert {target for target, _ in proxy.connects} == {"jwst-crds.stsci.edu:443"}
+        jwst.files_url = "http://jwst-crds.stsci.edu"  # an HTTPS server's files over HTTP
+        try:
+            plain = sync(
+                "--observatory", "jwst", "--cache", tmp_path / "plain",
+                HTTPS_PROXY=proxy.url, SSL_CERT_FILE=str(certs.ca),
+            )  # fmt: skip
+        finally:
+            jwst.files_url = ""
+        assert plain.returncode == 2 and "over plain HTTP: refused" in plain.stderr
     assert (tmp_path / "mappings" / "jwst" / "jwst_0541.pmap").exists()
 
 

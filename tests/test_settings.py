@@ -135,3 +135,8 @@ def test_a_servers_observatory_and_layout_come_with_its_answer(tmp_path: Path) -
         answered.answered("roman", "https://m", "https://r")
     with pytest.raises(SyncError, match="no observatory's name"):
         settings.answered("../etc", "https://m", "https://r")
+
+
+def test_a_date_context_names_its_observatory(tmp_path: Path) -> None:
+    settings = resolve_settings(contexts=["jwst-2024-01-01T00:00:00"], cache=tmp_path, environ={})
+    assert (settings.observatory, settings.server) == ("jwst", "https://jwst-crds.stsci.edu")

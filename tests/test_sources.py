@@ -46,5 +46,5 @@ def test_the_observatorys_default() -> None:
 
 
 def test_a_server_that_is_no_url_is_said() -> None:
-    with pytest.raises(SyncError, match=r"--server jwst-crds\.stsci\.edu: expected an http"):
+    with pytest.raises(SyncError, match=r"--server jwst-crds\.stsci\.edu: not an http\(s\)://"):
         choose("jwst-crds.stsci.edu")

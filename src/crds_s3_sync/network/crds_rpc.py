@@ -11,11 +11,13 @@ portal's page, a truncated body) is said as such, naming the URL.
 
 import base64
 import binascii
+import errno
 import gzip
 import html
 import itertools
 import json
 import os
+import socket
 import ssl
 from typing import Any
 
@@ -24,7 +26,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from .. import __version__
-from ..errors import FormatError, SyncError, Transient
+from ..errors import FormatError, SetupError, SourceError, SyncError, Transient, Unreachable
 from .connection import CONNECT_TIMEOUT
 
 USER_AGENT = f"crds-s3-sync/{__version__}"
@@ -37,7 +39,10 @@ def trust() -> ssl.SSLContext:
     context = ssl.create_default_context()
     for variable in TRUST_VARIABLES:
         if bundle := os.environ.get(variable):
-            context.load_verify_locations(bundle)
+            try:
+                context.load_verify_locations(bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise SetupError(f"{variable}={bundle}: no CA bundle there ({exc})") from None
             break
     return context
 
@@ -77,8 +82,48 @@ class Client:
                 found = {"proxy": proxy, "proxy_auth": auth}
             except LookupError:  # none, or NO_PROXY names the host
                 found = {}
+            except ValueError as exc:
+                raise SetupError(f"the proxy for {parsed.host}: {exc}") from None
             self._proxies[origin] = found
         return found
+
+
+def checked_url(url: str, given_as: str) -> str:
+    """An http(s) URL with a host (and a port, if any, that is one), or SyncError."""
+    try:
+        parsed = URL(url)
+        parsed.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
+        raise SyncError(f"{given_as} {url}: not an http(s):// URL (a host, a port if any)")
+    return url.rstrip("/")
+
+
+def refused_redirect(answer: aiohttp.ClientResponse, where: str) -> None:
+    """Redirects are followed, but never from HTTPS to plain HTTP."""
+    if any(hop.url.scheme == "https" for hop in answer.history) and answer.url.scheme != "https":
+        raise SourceError(f"{where}: redirected from HTTPS to {answer.url}: refused")
+
+
+def failure(where: str, exc: BaseException) -> Exception:
+    """A failed request in the tool's kinds: the setup (trust, proxy) stops the run,
+    a host that refuses or does not resolve is Unreachable, the rest may pass."""
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return SetupError(f"{where}: TLS failed ({exc.__class__.__name__}): check SSL_CERT_FILE")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return SetupError(f"{where}: the proxy refused the connection ({exc})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror):
+            return Unreachable(f"{where}: the name does not resolve", exc.host, "no such host")
+        if getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return Unreachable(f"{where}: connection refused", exc.host, "connection refused")
+    if isinstance(exc, TimeoutError):
+        return Transient(f"{where}: no answer in time")
+    return Transient(f"{where}: {' '.join(str(exc).split()) or type(exc).__name__}")
 
 
 async def call(client: Client, server: str, method: str, *params: object) -> Any:
@@ -88,9 +133,11 @@ async def call(client: Client, server: str, method: str, *params: object) -> Any
     body = {"jsonrpc": "1.0", "method": method, "params": list(params), "id": ident}
     try:
         async with client.session.post(url, data=json.dumps(body), **client.via(url)) as answer:
-            status, text = answer.status, await answer.text()
-    except aiohttp.ClientError as exc:
-        raise Transient(f"{url}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+            refused_redirect(answer, url)
+            status, raw = answer.status, await answer.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise failure(url, exc) from None
+    text = raw.decode("utf-8", "replace")
     if status >= 500 or status == 429:
         raise Transient(f"{url}: the server answered {status}")
     try:

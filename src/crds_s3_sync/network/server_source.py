@@ -10,32 +10,24 @@ One attempt per call: the engine's pacer decides on more.
 """
 
 import email.utils
-import errno
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC
 from typing import Any
 
 import aiohttp
 
-from ..errors import (
-    FormatError,
-    NotFound,
-    SetupError,
-    SourceError,
-    Throttled,
-    Transient,
-    Unreachable,
-    WholeOnly,
-)
+from ..errors import FormatError, NotFound, SourceError, Throttled, Transient, WholeOnly
 from . import crds_rpc
 from .location import Address
 
 READ_TIMEOUT = 30  # seconds without a byte; --timeout
 CHUNK = 4 << 20  # bytes handed on at a time from a part too big to hold
-_TOTAL = re.compile(r"bytes \d+-\d+/(\d+)$")
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z", re.ASCII)
+# Bytes as stored: a body gzipped on the way would not have server_config's size
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class ServerSource:
@@ -71,7 +63,7 @@ class ServerSource:
                     f"{where}: {announced:,} bytes, more than the {limit >> 20} MiB"
                     " a file of its kind can need"
                 )
-            data = await self._body(answer, where, limit)
+            data = await _body(answer, where, size if size is not None else limit)
         if size is not None and len(data) != size:
             raise Transient(f"{where}: connection closed after {len(data)} of {size} bytes")
         return memoryview(data)
@@ -81,7 +73,7 @@ class ServerSource:
     ) -> memoryview:
         where = location.url(name)
         async with self._get(where, start, end, total) as answer:
-            data = await self._body(answer, where, None)
+            data = await _body(answer, where, end - start)
         if len(data) != end - start:
             raise Transient(f"{where}: connection closed after {len(data)} of {end - start} bytes")
         return memoryview(data)
@@ -101,11 +93,13 @@ class ServerSource:
             try:
                 async for piece in answer.content.iter_any():
                     buffer += piece
+                    if at + len(buffer) > end:
+                        raise SourceError(f"{where}: more bytes than the range asked for")
                     if len(buffer) >= CHUNK:
                         await sink(memoryview(buffer), at)
                         at, buffer = at + len(buffer), bytearray()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _failure(where, exc) from None
+                raise crds_rpc.failure(where, exc) from None
             if buffer:
                 await sink(memoryview(buffer), at)
                 at += len(buffer)
@@ -115,14 +109,15 @@ class ServerSource:
     async def size(self, location: Address, name: str) -> int:
         where = location.url(name)
         try:
-            head = self._client.session.head(where, allow_redirects=True, **self._client.via(where))
+            via = self._client.via(where)
+            head = self._client.session.head(where, allow_redirects=True, headers=IDENTITY, **via)
             async with head as answer:
                 _check(answer, where)
                 if answer.content_length is None:
                     raise SourceError(f"{where}: the server gave no size (Content-Length)")
                 return answer.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _failure(where, exc) from None
+            raise crds_rpc.failure(where, exc) from None
 
     async def list_names(self, location: Address) -> list[str]:
         """A CRDS server lists its files in `get_server_info`, not by directory."""
@@ -136,7 +131,7 @@ class ServerSource:
         `total`, if given. A 200 answered to a range is taken where the range is the
         whole file, and otherwise raised as WholeOnly."""
         ranged = end is not None and total is not None
-        headers = {"Range": f"bytes={start}-{end - 1}"} if ranged else None  # type: ignore[operator]
+        headers = {**IDENTITY, "Range": f"bytes={start}-{end - 1}"} if ranged else IDENTITY  # type: ignore[operator]
         try:
             get = self._client.session.get(where, headers=headers, **self._client.via(where))
             async with get as answer:
@@ -146,34 +141,15 @@ class ServerSource:
                         raise WholeOnly(f"{where}: the server answered a range with the whole file")
                     _total(answer.content_length, total, where)
                 elif ranged:
-                    found = _TOTAL.match(answer.headers.get("Content-Range", ""))
-                    _total(int(found[1]) if found else None, total, where)
+                    _answered(answer.headers.get("Content-Range", ""), start, end, total, where)
                 yield answer
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _failure(where, exc) from None
-
-    @staticmethod
-    async def _body(answer: aiohttp.ClientResponse, where: str, limit: int | None) -> bytes:
-        """The body; past `limit` bytes (a body of no announced length) refused."""
-        try:
-            if limit is None or answer.content_length is not None:  # checked already
-                return await answer.read()
-            data = bytearray()
-            async for piece in answer.content.iter_any():
-                data += piece
-                if len(data) > limit:
-                    raise FormatError(
-                        f"{where}: more than the {limit >> 20} MiB a file of its kind can need"
-                    )
-            return bytes(data)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _failure(where, exc) from None
+            raise crds_rpc.failure(where, exc) from None
 
 
 def _check(answer: aiohttp.ClientResponse, where: str) -> None:
     """The server's refusals in the tool's kinds; a redirect to plain HTTP refused."""
-    if any(hop.url.scheme == "https" for hop in answer.history) and answer.url.scheme != "https":
-        raise SourceError(f"{where}: redirected from HTTPS to {answer.url}: refused")
+    crds_rpc.refused_redirect(answer, where)
     status = answer.status
     if status in (200, 206):
         return
@@ -187,6 +163,33 @@ def _check(answer: aiohttp.ClientResponse, where: str) -> None:
     raise SourceError(f"{where}: the server answered {status}")
 
 
+async def _body(answer: aiohttp.ClientResponse, where: str, most: int | None) -> bytes:
+    """The body, refused past `most` bytes: a server cannot fill memory, nor a part
+    spill into the next."""
+    try:
+        length = answer.content_length
+        if most is None or (length is not None and length <= most):
+            return await answer.read()  # no more than Content-Length is read
+        data = bytearray()
+        async for piece in answer.content.iter_any():
+            data += piece
+            if len(data) > most:
+                raise SourceError(f"{where}: more than the {most:,} bytes expected")
+        return bytes(data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise crds_rpc.failure(where, exc) from None
+
+
+def _answered(header: str, start: int, end: int, total: int, where: str) -> None:
+    """A 206 must carry the range asked for, of a file of server_config's size."""
+    found = _RANGE.match(header)
+    if found is None:
+        raise SourceError(f"{where}: a partial answer without a Content-Range")
+    _total(int(found[3]), total, where)
+    if (int(found[1]), int(found[2])) != (start, end - 1):
+        raise SourceError(f"{where}: answered {header!r} to bytes {start}-{end - 1}")
+
+
 def _total(found: int | None, total: int, where: str) -> None:
     """A file of another size than server_config's: no retry, the server disagrees."""
     if found is not None and found != total:
@@ -197,30 +200,13 @@ def retry_after(value: str | None) -> float | None:
     """Retry-After as seconds to wait: a number of seconds, or an HTTP date."""
     if not value:
         return None
-    if value.strip().isdigit():
+    value = value.strip()
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are in UTC
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())
-
-
-def _failure(where: str, exc: BaseException) -> Exception:
-    """A failed request in the tool's kinds: the setup (trust, proxy) stops the run,
-    a host that refuses or does not resolve is Unreachable, the rest may pass."""
-    if isinstance(exc, SourceError):
-        return exc
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return SetupError(f"{where}: TLS failed ({exc.__class__.__name__}): check SSL_CERT_FILE")
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return SetupError(f"{where}: the proxy refused the connection ({exc})")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-        if isinstance(cause, socket.gaierror):
-            return Unreachable(f"{where}: the name does not resolve", exc.host, "no such host")
-        if getattr(cause, "errno", None) == errno.ECONNREFUSED:
-            return Unreachable(f"{where}: connection refused", exc.host, "connection refused")
-    if isinstance(exc, TimeoutError):
-        return Transient(f"{where}: no answer in time")
-    return Transient(f"{where}: {' '.join(str(exc).split()) or type(exc).__name__}")

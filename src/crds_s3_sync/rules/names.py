@@ -48,7 +48,10 @@ def _problem(name: str) -> str | None:
     return None
 
 
-_DATE = re.compile(r"^(?:[a-z]+-)?\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?$")
+_DATE = re.compile(
+    r"(?:[a-z]+-)?\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?\Z",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 def is_date_context(name: str) -> bool:

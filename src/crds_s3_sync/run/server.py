@@ -10,6 +10,7 @@ from typing import Any
 from ..engine.ledger import Ledger
 from ..engine.pacer import Pacer
 from ..errors import FormatError, SyncError
+from ..network import crds_rpc
 from ..network.server_source import ServerSource
 from ..rules.names import check_name, is_date_context
 from ..rules.server_config import file_urls, from_server_info
@@ -35,7 +36,10 @@ async def ask_server(
     if not isinstance(info, dict) or not isinstance(info.get("observatory"), str):
         raise FormatError(f"{server}: an answer without the observatory it serves")
     observatory = info["observatory"].lower()
-    mapping_url, reference_url = file_urls(info, observatory, server)
+    urls = file_urls(info, observatory, server)
+    mapping_url, reference_url = (crds_rpc.checked_url(url, f"{server}: file URL") for url in urls)
+    if settings.server.startswith("https://") and not all(u.startswith("https://") for u in urls):
+        raise SyncError(f"{server}: serves its files over plain HTTP: refused from HTTPS")
     settings = settings.answered(observatory, mapping_url, reference_url)
     names = []
     for name in selection.names:
@@ -43,8 +47,7 @@ async def ask_server(
             names.append(await _by_date(source, pacer, name, observatory))
         else:
             names.append(name)
-    assert settings.server is not None
-    config = from_server_info(info, settings.server)
+    config = from_server_info(info, source.server)
     return Answer(settings, config, replace(selection, names=tuple(names)))
 
 

@@ -6,6 +6,7 @@ frozen `Settings` value the other stages read and never change.
 """
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -80,7 +81,7 @@ class Settings:
             )
         layout = self.layout
         if not self.layout_given:  # as crds does: the cache keeps the layout it has
-            layout = Layout(cached_layout(self.cache, observatory) or Layout.flat)
+            layout = _layout(cached_layout(self.cache, observatory) or Layout.flat, self.cache)
         return replace(
             self,
             observatory=observatory,
@@ -137,8 +138,7 @@ def resolve_settings(
     # As crds does: a cache keeps the layout it has unless told otherwise.
     asked = layout or environ.get("CRDS_REF_SUBDIR_MODE")
     mode = asked or (cached_layout(resolved_cache, obs) if obs else None) or Layout.flat
-    if mode not in Layout.__members__:
-        raise SyncError(f"CRDS_REF_SUBDIR_MODE={mode!r}: expected 'flat' or 'instrument'")
+    layout = _layout(mode, "CRDS_REF_SUBDIR_MODE" if asked else resolved_cache)
     if url:
         here = Address(url)  # until the server says where its files are
         return Settings(
@@ -151,7 +151,7 @@ def resolve_settings(
             unsigned=None,
             cache=resolved_cache,
             cache_is_default=cache_dir is None,
-            layout=Layout(mode),
+            layout=layout,
             server=url,
             layout_given=bool(asked),
         )
@@ -187,9 +187,16 @@ def resolve_settings(
         unsigned=True if no_sign_request else None,
         cache=resolved_cache,
         cache_is_default=cache_dir is None,
-        layout=Layout(mode),
+        layout=layout,
         use_pickles=pickles or _env_bool(environ, "CRDS_USE_PICKLED_CONTEXTS"),
     )
+
+
+def _layout(mode: str, where: object) -> Layout:
+    """A layout this tool writes: crds's older "legacy" is not one."""
+    if mode not in Layout.__members__:
+        raise SyncError(f"{where}: reference layout {mode!r}: expected 'flat' or 'instrument'")
+    return Layout(mode)
 
 
 def _env_bool(environ: Mapping[str, str], var: str) -> bool:
@@ -212,7 +219,7 @@ def _parse_s3_uri(uri: str, var: str) -> Location:
 def _obs_from_names(contexts: Sequence[str]) -> str | None:
     """`jwst` for jwst_0541.pmap or jwst_nirspec_0192.imap, if every name agrees."""
     known = {o for o, _ in PRESETS} | {"jwst"}
-    found = {name.split("_", 1)[0].lower() for name in contexts}
+    found = {re.split("[_-]", name, maxsplit=1)[0].lower() for name in contexts}
     return found.pop() if len(found) == 1 and found <= known else None
 
 

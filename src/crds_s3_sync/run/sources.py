@@ -12,6 +12,7 @@ public CRDS servers.
 from collections.abc import Mapping
 
 from ..errors import SyncError
+from ..network.crds_rpc import checked_url
 
 SERVERS = {"jwst": "https://jwst-crds.stsci.edu", "hst": "https://hst-crds.stsci.edu"}
 S3_URIS = ("CRDS_CONFIG_URI", "CRDS_MAPPING_URI", "CRDS_REFERENCE_URI", "CRDS_PICKLE_URI")
@@ -28,12 +29,12 @@ def server_of(
     if server and s3_flags:
         raise SyncError("--server and --bucket/--prefix/--env name two sources: give one")
     if server:
-        return _checked(server, "--server")
+        return checked_url(server, "--server")
     if s3_flags or _s3_shell(environ):
         return None
     url = environ.get("CRDS_SERVER_URL", "")
     if url and not _serverless(url):
-        return _checked(url, "CRDS_SERVER_URL")
+        return checked_url(url, "CRDS_SERVER_URL")
     if url:
         return None
     return SERVERS.get(observatory or "")
@@ -51,9 +52,3 @@ def _s3_shell(environ: Mapping[str, str]) -> bool:
 def _serverless(url: str) -> bool:
     """crds's word for "no server": its S3 mode's URLs say so."""
     return "serverless" in url or "server-less" in url
-
-
-def _checked(url: str, given_as: str) -> str:
-    if not url.startswith(("https://", "http://")):
-        raise SyncError(f"{given_as} {url}: expected an http(s):// URL of a CRDS server")
-    return url.rstrip("/")
