@@ -128,6 +128,25 @@ def test_selections_from_the_servers_list_and_dates(standin: StandIn, tmp_path: 
     assert not (tmp_path / "rules" / "references").exists()  # crds sync's meaning: rules only
 
 
+def test_instrument_layout_keys_and_shards_from_a_server(standin: StandIn, tmp_path: Path) -> None:
+    url, cache = standin.url, tmp_path / "cache"
+    key = sync("--server", url, "--cache", cache, "--layout", "instrument", "--print-key")
+    assert key.returncode == 0 and key.stdout.startswith("crds-roman-instrument-")
+    for shard in ("1/2", "2/2"):
+        part = sync("--server", url, "--cache", cache, "--layout", "instrument", "--shard", shard)
+        assert part.returncode == 0, part.stderr
+    assert (cache / "references" / "roman" / "wfi" / BIG).exists()  # crds's instrument layout
+    assert (cache / "config" / "roman" / "ref_cache_subdir_mode").read_text() == "instrument"
+    crds = ask_crds(
+        cache, "roman", contexts=[], cache=True, bestrefs=BESTREFS["roman"], fresh=str(tmp_path)
+    )
+    assert crds["subdir_mode"] == "instrument"
+    assert crds["bestrefs"] == {"flat": str(cache / "references/roman/wfi" / BIG)}
+    assert all(Path(path).exists() for path in crds["located"].values())
+    again = sync("--server", url, "--cache", cache, "--print-key")  # the cache's layout kept
+    assert again.stdout == key.stdout
+
+
 def test_what_a_server_cannot_do_is_refused(standin: StandIn, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     pickles = sync("--server", standin.url, "--cache", cache, "--pickles")
