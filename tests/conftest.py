@@ -1,6 +1,7 @@
 """Shared fixtures: a real S3 API (moto's server on 127.0.0.1) and buckets built
 from the real CRDS rules files vendored in tests/data."""
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,6 +163,43 @@ def interruptible() -> None:
     a shell that started the tests in the background (bash ignores SIGINT there) or a
     CI runner may have left ignored, and a child inherits."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def command_line(
+    environment: dict[str, str], *args: object, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """The command as a user's shell runs it, in a process of its own with `environment`."""
+    return subprocess.run(
+        [sys.executable, "-m", "crds_s3_sync", *map(str, args)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def interrupt_after_parts(
+    args: list[str], record: Path, parts: int, sig: signal.Signals, env: dict[str, str]
+) -> int:
+    """Run the command with `args` (a sync of a big file a part at a time); send `sig`
+    once `record` (the file's parts record) says `parts` parts are done; return its
+    exit status (waiting at most 20 s for it to end)."""
+    command = [sys.executable, "-m", "crds_s3_sync", *args]
+    run = subprocess.Popen(command, env=env, preexec_fn=interruptible)
+    try:
+        deadline = time.monotonic() + 60
+        done: list[int] = []
+        while len(done) < parts and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.01)
+            with contextlib.suppress(OSError, ValueError):
+                done = json.loads(record.read_text())["done"]
+        assert len(done) >= parts, "the run never got going"
+        run.send_signal(sig)
+        return run.wait(timeout=20)
+    finally:
+        run.kill()
+        run.wait()
 
 
 # Lines a run prints as it goes (planning notes, progress, retries, waits), as

@@ -8,8 +8,6 @@ the synced cache, offline.
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from conftest import (
     Bucket,
     CliResult,
     MakeBucket,
+    command_line,
     files_under,
     reference_size,
     run_crds,
@@ -53,20 +52,6 @@ def crds_answer(cache: Path, observatory: str, context: str, datasets: list[Path
     request = {"datasets": [str(p) for p in datasets], "context": context}
     return run_crds(
         CRDS_ANSWER, cache, observatory, {**request, "observatory": observatory}, timeout=120
-    )
-
-
-def command_line(
-    environment: dict[str, str], *args: object, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    """The command as a user's shell runs it, in a process of its own with `environment`."""
-    return subprocess.run(
-        [sys.executable, "-m", "crds_s3_sync", *map(str, args)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
     )
 
 

@@ -1,16 +1,12 @@
 """Large files: concurrent ranged GETs, hashed as they land, resumed after a kill."""
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from conftest import files_under, interruptible
+from conftest import files_under, interrupt_after_parts
 
 from crds_s3_sync.engine import ranged
 
@@ -63,33 +59,19 @@ def test_a_corrupt_large_object_leaves_nothing(make_bucket, cli, s3, tmp_path: P
     assert leftovers(cache) == []
 
 
-def interrupt_after_parts(bucket, cache: Path, parts: int, sig: signal.Signals) -> int:
-    """Run a sync of one big file a part at a time; send `sig` once `parts` parts are
-    recorded done; return its exit status (waiting at most 20 s for it to end)."""
+def interrupted(bucket, cache: Path, parts: int, sig: signal.Signals) -> int:
+    """A sync of one big file from the bucket, a part at a time, sent `sig` once
+    `parts` parts are recorded done; its exit status."""
+    args = [*bucket.args(), "--all", "--cache", str(cache), "--jobs", "1", "--quiet", *PARTS]
     record = cache / "references/roman" / f".{FLAT}.part.json"
-    command = [sys.executable, "-m", "crds_s3_sync", *bucket.args(), "--all"]
-    command += ["--cache", str(cache), "--jobs", "1", "--quiet", *PARTS]
-    run = subprocess.Popen(command, env=os.environ.copy(), preexec_fn=interruptible)
-    try:
-        deadline = time.monotonic() + 60
-        done: list[int] = []
-        while len(done) < parts and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.01)
-            with contextlib.suppress(OSError, ValueError):
-                done = json.loads(record.read_text())["done"]
-        assert len(done) >= parts, "the run never got going"
-        run.send_signal(sig)
-        return run.wait(timeout=20)
-    finally:
-        run.kill()
-        run.wait()
+    return interrupt_after_parts(args, record, parts, sig, os.environ.copy())
 
 
 def test_a_killed_download_resumes_with_the_parts_it_had(make_bucket, cli, tmp_path) -> None:
     size = 24 << 20  # 384 parts of 64 KiB, fetched one at a time: slow enough to interrupt
     bucket = make_bucket("roman", sizes={FLAT: size})
     cache = tmp_path / "cache"
-    assert interrupt_after_parts(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
+    assert interrupted(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
     assert not (cache / "references/roman" / FLAT).exists(), "a partial file under its name"
 
     result = cli(*bucket.args(), "--all", "--cache", cache, "--json", "-q", *PARTS)
@@ -107,7 +89,7 @@ def test_a_killed_download_resumes_with_the_parts_it_had(make_bucket, cli, tmp_p
 def test_ctrl_c_stops_at_once_and_keeps_the_parts(make_bucket, tmp_path) -> None:
     bucket = make_bucket("roman", sizes={FLAT: 24 << 20})
     cache = tmp_path / "cache"
-    assert interrupt_after_parts(bucket, cache, 5, signal.SIGINT) == 130
+    assert interrupted(bucket, cache, 5, signal.SIGINT) == 130
     assert not (cache / "references/roman" / FLAT).exists()
     record = cache / "references/roman" / f".{FLAT}.part.json"
     assert len(json.loads(record.read_text())["done"]) >= 5
@@ -117,7 +99,7 @@ def test_a_resumed_download_keeps_the_part_size_it_started_with(make_bucket, cli
     size = 24 << 20
     bucket = make_bucket("roman", sizes={FLAT: size})
     cache = tmp_path / "cache"
-    assert interrupt_after_parts(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
+    assert interrupted(bucket, cache, 20, signal.SIGKILL) == -signal.SIGKILL
     # Resumed without naming a part size (so 8 MiB): the record's 64 KiB parts are kept.
     result = cli(
         *bucket.args(), "--all", "--cache", cache, "--json", "-q", "--multipart-threshold", "1M"

@@ -3,18 +3,16 @@ stand-in (tests/crds_server.py): what lands in the cache, what crds then reads
 offline, which requests were made, and the server's faults."""
 
 import ast
-import contextlib
 import json
 import os
+import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RULES, files_under, reference_size
+from conftest import RULES, command_line, files_under, interrupt_after_parts, reference_size
 from connect_proxy import ConnectProxy
 from crds_server import Serving, StandIn, build_standin
 from datasets import JWST, write_fits
@@ -51,16 +49,14 @@ def standin(built: StandIn) -> Iterator[StandIn]:
         yield built
 
 
+def clean(**env: str) -> dict[str, str]:
+    """The test's environment without the machine's proxy and CA settings, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if k not in STEERING}, **env}
+
+
 def sync(*args: object, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """The command in a process of its own, in the test's clean environment plus `env`."""
-    return subprocess.run(
-        [sys.executable, "-m", "crds_s3_sync", *map(str, args)],
-        env={**{k: v for k, v in os.environ.items() if k not in STEERING}, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return command_line(clean(**env), *args, timeout=timeout)
 
 
 def gets(standin: StandIn) -> Counter[str]:
@@ -216,23 +212,9 @@ def jwst() -> StandIn:
 
 def killed_after_parts(standin: StandIn, cache: Path, parts: int) -> None:
     """A sync of the big file a part at a time, killed once `parts` parts are done."""
+    args = ["--server", standin.url, "--cache", str(cache), "--jobs", "1", "--quiet", *PARTS]
     record = cache / "references" / "roman" / f".{BIG}.part.json"
-    argv = [sys.executable, "-m", "crds_s3_sync", "--server", standin.url, "--cache", cache]
-    run = subprocess.Popen(
-        [*map(str, argv), "--jobs", "1", "--quiet", *PARTS],
-        env={k: v for k, v in os.environ.items() if k not in STEERING},
-    )
-    try:
-        done: list[int] = []
-        deadline = time.monotonic() + 60
-        while len(done) < parts and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.01)
-            with contextlib.suppress(OSError, ValueError):
-                done = json.loads(record.read_text())["done"]
-        assert len(done) >= parts, "the run never got going"
-    finally:
-        run.kill()
-        run.wait()
+    assert interrupt_after_parts(args, record, parts, signal.SIGKILL, clean()) == -signal.SIGKILL
     assert not (cache / "references" / "roman" / BIG).exists()
 
 

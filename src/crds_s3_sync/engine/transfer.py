@@ -40,8 +40,8 @@ from ..cache.locks import Locks
 from ..cache.partial import discard_parts
 from ..cache.workfiles import temporary_name
 from ..errors import SourceError, SyncError
+from ..network.connection import READ_TIMEOUT
 from ..network.s3errors import one_line
-from ..network.source import READ_TIMEOUT
 from ..network.store import Store
 from ..pool import for_each, task_group
 from ..rules.plans import FileSpec

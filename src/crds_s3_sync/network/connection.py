@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import SetupError
 
 CONNECT_TIMEOUT = 10  # seconds to open a connection, for GETs and botocore's requests alike
+READ_TIMEOUT = 30  # seconds without a byte, from S3 or a server; --timeout
 
 
 @dataclass(frozen=True)

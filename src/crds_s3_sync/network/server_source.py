@@ -21,10 +21,10 @@ import aiohttp
 
 from ..errors import FormatError, NotFound, SourceError, Throttled, Transient, WholeOnly
 from . import crds_rpc
+from .bodies import CHUNK
+from .connection import READ_TIMEOUT
 from .location import Address
 
-READ_TIMEOUT = 30  # seconds without a byte; --timeout
-CHUNK = 4 << 20  # bytes handed on at a time from a part too big to hold
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z", re.ASCII)
 # Bytes as stored: a body gzipped on the way would not have server_config's size
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -56,8 +56,8 @@ class ServerSource:
         where = location.url(name)
         async with self._get(where) as answer:
             announced = answer.content_length
-            if size is not None and announced is not None and announced != size:
-                raise SourceError(f"{where}: file is {announced} bytes, expected {size}")
+            if size is not None:
+                _total(announced, size, where)
             if limit is not None and announced is not None and announced > limit:
                 raise FormatError(
                     f"{where}: {announced:,} bytes, more than the {limit >> 20} MiB"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import Resend, SetupError, SourceError
 from .bodies import Bodies, Target
-from .connection import CONNECT_TIMEOUT, Addressing
+from .connection import CONNECT_TIMEOUT, READ_TIMEOUT, Addressing
 from .environment import plain
 from .location import Endpoint, Location
 from .s3errors import ExpiredCredentials, Translator, WrongRegion
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .addressing import Addresses
 
 T = TypeVar("T")
-READ_TIMEOUT = 30  # seconds without a byte; --timeout
 
 
 class S3Source:

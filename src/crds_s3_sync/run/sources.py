@@ -27,7 +27,9 @@ def server_of(
 ) -> str | None:
     """The CRDS server's URL the run syncs from, or None for S3."""
     if server and s3_flags:
-        raise SyncError("--server and --bucket/--prefix/--env name two sources: give one")
+        raise SyncError(
+            "--server and --bucket/--prefix/--env/--endpoint-url name two sources: give one"
+        )
     if server:
         return checked_url(server, "--server")
     if s3_flags or _s3_shell(environ):
